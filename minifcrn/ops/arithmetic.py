@@ -1,0 +1,140 @@
+"""Elementwise arithmetic, reductions and reshaping, with NumPy broadcasting.
+
+For ``z = x op y`` with broadcasting, the gradient of each operand is the
+upstream gradient times the local derivative, summed over the axes that
+broadcasting stretched (``sum_to``):
+
+    add:  dx = g,        dy = g
+    sub:  dx = g,        dy = -g
+    mul:  dx = g * y,    dy = g * x
+    div:  dx = g / y,    dy = -g * x / y**2
+"""
+from __future__ import annotations
+
+from minifcrn.autograd import Function, as_tensor
+from minifcrn.backend import get_array_module
+
+
+def sum_to(g, shape):
+    """Sum ``g`` over the axes along which an array of ``shape`` was broadcast."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+class Add(Function):
+    def forward(self, x, y):
+        self.shapes = x.shape, y.shape
+        return x + y
+
+    def backward(self, g):
+        return sum_to(g, self.shapes[0]), sum_to(g, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, x, y):
+        self.shapes = x.shape, y.shape
+        return x - y
+
+    def backward(self, g):
+        return sum_to(g, self.shapes[0]), sum_to(-g, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, g):
+        gx = sum_to(g * self.y, self.x.shape) if self.needs_input_grad[0] else None
+        gy = sum_to(g * self.x, self.y.shape) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+class Div(Function):
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x / y
+
+    def backward(self, g):
+        gx = sum_to(g / self.y, self.x.shape) if self.needs_input_grad[0] else None
+        gy = sum_to(-g * self.x / (self.y * self.y), self.y.shape) if self.needs_input_grad[1] else None
+        return gx, gy
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return (-g,)
+
+
+class Sum(Function):
+    """y = sum of x over ``axis`` (all axes if None);  dx = g broadcast back to x's shape."""
+
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.shape = x.shape
+        return get_array_module(x).asarray(x.sum(axis=self.axis, keepdims=self.keepdims))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        if not self.keepdims and self.axis is not None:
+            axes = (self.axis,) if isinstance(self.axis, int) else self.axis
+            g = xp.expand_dims(g, tuple(a % len(self.shape) for a in axes))
+        return (xp.broadcast_to(g, self.shape),)
+
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, g):
+        return (g.reshape(self.in_shape),)
+
+
+class GetItem(Function):
+    """y = x[index] (basic or advanced indexing);  dx = zeros with g added at index."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        gx = xp.zeros(self.shape, dtype=self.dtype)
+        xp.add.at(gx, self.index, g)
+        return (gx,)
+
+
+def add(x, y): return Add()(x, y)
+def sub(x, y): return Sub()(x, y)
+def mul(x, y): return Mul()(x, y)
+def div(x, y): return Div()(x, y)
+def neg(x): return Neg()(x)
+def reshape(x, shape): return Reshape(tuple(shape))(x)
+def getitem(x, index): return GetItem(index)(x)
+def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)  # noqa: A001
+
+
+def mean(x, axis=None, keepdims=False):
+    """sum / number of elements reduced."""
+    x = as_tensor(x)
+    axes = range(x.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    return Sum(axis, keepdims)(x) * (1.0 / n)
