@@ -1,0 +1,5 @@
+import sys
+
+from minifcrn.cli import main
+
+sys.exit(main())
