@@ -3,10 +3,21 @@
 Every op asks ``get_array_module(x)`` for ``xp`` and writes one code path for
 both.  CuPy is imported lazily, on the first request for "cuda", so the
 package imports and runs on a machine without CuPy or a GPU.
+
+The ops that have a CUDA kernel in ``kernels/*.cu`` ask ``find_kernel`` for
+it: on a CuPy array they get the kernel compiled by CuPy's RawModule; on a
+NumPy array, while CUDA emulation is on, the same kernel compiled for the
+CPU by ``minifcrn.testing.emulator``; otherwise None, and they run their
+Numba loops.  Emulation is switched on by ``emulate_cuda()`` or by the
+environment variable MINIFCRN_EMULATE_CUDA=1 (=asan: built with
+AddressSanitizer); it tests the GPU code path, kernels included, on a
+machine without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from importlib import resources
 
 import numpy as np
@@ -98,3 +109,99 @@ def cuda_module(filename: str):
 def cuda_kernel(filename: str, name: str):
     """The ``extern "C" __global__`` function ``name`` of ``kernels/<filename>``."""
     return cuda_module(filename).get_function(name)
+
+
+# -- running the CUDA kernels ------------------------------------------------------
+
+EMULATE_ENV = "MINIFCRN_EMULATE_CUDA"  # "1": emulate; "asan": emulate under AddressSanitizer
+KERNEL_SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
+BLOCK_SIZE = 256  # threads per block
+MAX_GRID_SIZE = 65535  # blocks per launch; the kernels' grid-stride loops cover any further work
+INT32 = np.iinfo(np.int32)
+
+
+def _emulation_from_env() -> str:
+    value = os.environ.get(EMULATE_ENV, "")
+    modes = {"": "off", "0": "off", "1": "on", "asan": "asan"}
+    if value not in modes:
+        raise ValueError(f"{EMULATE_ENV} must be 0, 1 or asan, got {value!r}")
+    return modes[value]
+
+
+_emulation = _emulation_from_env()  # "off", "on" or "asan"
+
+
+@contextlib.contextmanager
+def emulate_cuda(enabled: bool = True, sanitize: bool = False):
+    """Inside the block, ops on NumPy arrays run the CUDA kernels, compiled for the CPU.
+
+    ``sanitize`` builds them with AddressSanitizer (the process must run with
+    it preloaded, see ``minifcrn.testing.emulator.asan_environment``);
+    ``emulate_cuda(False)`` switches emulation off, e.g. for a reference result.
+    """
+    global _emulation
+    previous = _emulation
+    _emulation = ("asan" if sanitize else "on") if enabled else "off"
+    try:
+        yield
+    finally:
+        _emulation = previous
+
+
+def find_kernel(array, filename: str, name: str):
+    """A ``Kernel`` running ``name`` of ``kernels/<filename>`` on ``array``, or None.
+
+    The variant follows ``array.dtype``: ``name_f32`` or ``name_f64``.  A CuPy
+    array gets CuPy's compiled kernel, a NumPy array the emulated one while
+    emulation is on; None tells the op to take its NumPy/Numba path.
+    """
+    on_gpu = device_of(array) == "cuda"
+    if not on_gpu and _emulation == "off":
+        return None
+    dtype = np.dtype(array.dtype)
+    if dtype not in KERNEL_SUFFIX:
+        raise TypeError(f"{name}: the CUDA kernels take float32 or float64 arrays, got {dtype}")
+    full_name = name + KERNEL_SUFFIX[dtype]
+    if on_gpu:
+        return Kernel(cuda_kernel(filename, full_name), dtype)
+    return Kernel(emulator_module(filename, _emulation == "asan").get_function(full_name), dtype)
+
+
+@functools.cache
+def emulator_module(filename: str, sanitize: bool = False):
+    """``kernels/<filename>`` compiled for the CPU (``minifcrn.testing.emulator``), loaded once."""
+    from minifcrn.testing.emulator import Emulator  # needs g++; only emulation imports it
+
+    return Emulator(filename, sanitize=sanitize)
+
+
+class Kernel:
+    """A CUDA kernel (CuPy's, or the emulator's) for arrays of one float dtype."""
+
+    def __init__(self, function, dtype):
+        self.function, self.dtype = function, np.dtype(dtype)
+
+    def __call__(self, n: int, *args):
+        """Launch over ``n`` work items: ceil(n / BLOCK_SIZE) blocks, at most MAX_GRID_SIZE.
+
+        Python and NumPy ints are passed as numpy.int32 (the kernels' ``int``),
+        floats as the variant's float type; arrays must be C-contiguous, float
+        arrays of the variant's dtype.
+        """
+        if n == 0:
+            return
+        grid = min(-(-n // BLOCK_SIZE), MAX_GRID_SIZE)
+        self.function((grid,), (BLOCK_SIZE,), tuple(map(self._argument, args)))
+
+    def _argument(self, value):
+        if isinstance(value, (int, np.integer)):
+            if not INT32.min <= value <= INT32.max:
+                raise OverflowError(f"kernel argument {value} does not fit the kernels' int (int32)")
+            return np.int32(value)
+        if isinstance(value, (float, np.floating)):
+            return self.dtype.type(value)
+        if value.dtype.kind == "f" and value.dtype != self.dtype:
+            raise TypeError(f"kernel argument of dtype {value.dtype} in a {self.dtype} kernel")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"kernel arguments must be C-contiguous arrays, got strides {value.strides}")
+        return value

@@ -1,14 +1,33 @@
 """The ``minifcrn`` command: parse arguments, call the Python API, print the result.
 
-Every sub-command is a thin shell over a function importable from Python.  Bad
-input ends with a one-line message on stderr and exit code 2, never a traceback.
+    minifcrn count IMAGE_OR_DIR... [--model fcrn-a|fcrn-b|PATH] [--channel grey|N] [--roi x0,y0,x1,y1]
+                                   [--out DIR] [--json] [--threshold T] [--min-distance D] [--device cpu|cuda]
+    minifcrn evaluate --model M DIR [--channel grey|N] [--radius 5]
+    minifcrn train --data DIR [--val DIR] --out DIR [--arch fcrn-a|fcrn-b] [--epochs E] ... [--resume]
+
+Every sub-command is a thin shell over functions importable from Python.  Bad
+input ends with a one-line message on stderr naming the file and the problem,
+and exit code 2; the other images of the same call are still processed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from minifcrn import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+def _channel(value: str):
+    if value == "grey":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--channel must be 'grey' or a channel number, got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,8 +36,167 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count and detect cells with fully convolutional regression networks (FCRN), "
                     "on a small from-scratch NumPy/CuPy deep-learning engine.")
     parser.add_argument("--version", action="version", version=f"minifcrn {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("count", help="count and detect cells in images")
+    c.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="PNG/TIFF files or folders of them")
+    c.add_argument("--model", default="fcrn-a", help="fcrn-a, fcrn-b (shipped) or a weights .npz")
+    c.add_argument("--channel", type=_channel, default="grey", help="'grey' (mean of RGB) or a channel number")
+    c.add_argument("--roi", help="count only inside x0,y0,x1,y1 (pixels, x1/y1 exclusive)")
+    c.add_argument("--out", help="folder for <name>_detections.csv and <name>_count.png")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.add_argument("--threshold", type=float, default=None, help="detection threshold, cells per pixel")
+    c.add_argument("--min-distance", type=int, default=None, help="minimum pixels between detections")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    e = sub.add_parser("evaluate", help="count error and detection scores on annotated images")
+    e.add_argument("folder", metavar="DIR", help="images with NNNdots.png or name.csv annotations")
+    e.add_argument("--model", default="fcrn-a")
+    e.add_argument("--channel", type=_channel, default="grey")
+    e.add_argument("--radius", type=float, default=5.0, help="detection match radius in pixels")
+    e.add_argument("--threshold", type=float, default=None)
+    e.add_argument("--min-distance", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    t = sub.add_parser("train", help="train an FCRN on annotated images")
+    t.add_argument("--data", required=True, metavar="DIR", help="training images with annotations")
+    t.add_argument("--val", metavar="DIR", help="validation images (default: hold out --val-count of --data)")
+    t.add_argument("--val-count", type=int, default=None, help="images of --data held out for validation")
+    t.add_argument("--out", required=True, metavar="DIR", help="folder for checkpoint.npz, best.npz, log.csv")
+    t.add_argument("--arch", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
+    t.add_argument("--init", help="start from weights: fcrn-a, fcrn-b or a .npz (fine-tuning)")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--steps", type=int, default=100, help="patch batches per epoch")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--patch-size", type=int, default=96)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs at which lr /= 10")
+    t.add_argument("--finetune-epochs", type=int, default=0, help="whole-image epochs after the patches")
+    t.add_argument("--channel", type=_channel, default="grey")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
     return parser
+
+
+def _image_files(inputs):
+    from minifcrn.data.samples import IMAGE_SUFFIXES
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+                     and not p.stem.endswith(("dots", "_dots")) and not p.stem.endswith("_count")]
+            if not files:
+                yield path, f"{path}: folder holds no PNG or TIFF images"
+            for p in files:
+                yield p, None
+        else:
+            yield path, None
+
+
+def _error(message: str):
+    print(f"minifcrn: error: {message}", file=sys.stderr)
+
+
+def cmd_count(args) -> int:
+    import numpy as np
+
+    from minifcrn.count import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, count, load_model
+    from minifcrn.data.images import InputError
+    from minifcrn.io import atomic_write
+
+    try:
+        model = load_model(args.model, args.device)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
+    rows, failed = [], 0
+    for path, problem in _image_files(args.inputs):
+        try:
+            if problem:
+                raise InputError(problem)
+            result = count(path, model, args.channel, args.roi, threshold, min_distance, args.device)
+        except InputError as exc:
+            _error(str(exc))
+            failed += 1
+            continue
+        row = {"file": str(path), "count": round(result.count, 2), "detections": len(result.detections)}
+        if args.out:
+            from minifcrn.viz import render_count
+
+            out = Path(args.out)
+            csv_path, png_path = out / f"{path.stem}_detections.csv", out / f"{path.stem}_count.png"
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_write(csv_path, "w") as f:
+                f.write("x,y,score\n")
+                np.savetxt(f, result.detections, fmt=["%d", "%d", "%.5f"], delimiter=",")
+            render_count(result, png_path)
+            row.update(detections_csv=str(csv_path), picture=str(png_path))
+        rows.append(row)
+        if not args.json:
+            print(f"{row['count']:10.1f}  {row['detections']:6d}  {path}")
+    if args.json:
+        print(json.dumps({"model": str(args.model), "results": rows}, indent=2))
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from minifcrn.count import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD
+    from minifcrn.data.images import InputError
+    from minifcrn.evaluate import evaluate_folder
+
+    try:
+        report = evaluate_folder(args.folder, args.model, args.channel, args.radius,
+                                 DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+                                 DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance,
+                                 args.device)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        s = report["summary"]
+        print(f"{s['images']} images: MAE {s['mae']:.3f}  mean relative error {100 * s['mean_relative_error']:.2f}%  "
+              f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f} "
+              f"(match radius {args.radius:g} px)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from minifcrn.count import load_model
+    from minifcrn.data.images import InputError
+    from minifcrn.data.samples import load_samples
+    from minifcrn.train import TrainConfig, fit
+
+    try:
+        samples = load_samples(args.data, args.channel)
+        if args.val:
+            val = load_samples(args.val, args.channel)
+        else:
+            k = args.val_count if args.val_count is not None else max(1, len(samples) // 5)
+            if k >= len(samples):
+                raise InputError(f"{args.data}: {len(samples)} images cannot spare {k} for validation")
+            samples, val = samples[:len(samples) - k], samples[len(samples) - k:]
+        model = load_model(args.init).train() if args.init else None
+        arch = model.arch if model is not None else args.arch
+        defaults = TrainConfig()
+        cfg = TrainConfig(arch=arch, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
+                          patch_size=args.patch_size, lr=defaults.lr if args.lr is None else args.lr,
+                          milestones=list(args.milestones or []), finetune_epochs=args.finetune_epochs,
+                          seed=args.seed, device=args.device, channel=args.channel)
+        summary = fit(samples, val, cfg, args.out, model=model, resume=args.resume)
+    except (InputError, FloatingPointError) as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    best = summary["best"]
+    print(f"best validation MAE {best['val_mae']:.3f} at epoch {best['epoch']}; weights in "
+          f"{Path(args.out) / 'best.npz'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -27,7 +205,16 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    from minifcrn.backend import DeviceError
+
+    try:
+        return {"count": cmd_count, "evaluate": cmd_evaluate, "train": cmd_train}[args.command](args)
+    except DeviceError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The public ops on tensors (NCHW).  Each builds one ``Function`` from ``minifcrn.ops``."""
 from __future__ import annotations
 
+from minifcrn.ops.arithmetic import pad2d  # noqa: F401  (zero padding of H and W)
 from minifcrn.ops.conv import Conv2d
 from minifcrn.ops.loss import MSELoss
 from minifcrn.ops.pool import MaxPool2d

@@ -22,7 +22,7 @@ buf <- beta * buf + g';  w <- w - lr * buf  (with buf = g' on the first step):
 """
 from __future__ import annotations
 
-from minifcrn.backend import get_array_module, to_device
+from minifcrn.backend import find_kernel, get_array_module, to_device
 
 
 class SGD:
@@ -49,10 +49,16 @@ class SGD:
             if self.velocity[k] is None or get_array_module(self.velocity[k]) is not xp:
                 self.velocity[k] = xp.zeros_like(p.data)
             delta = self.velocity[k]
-            step = p.grad + lam * p.data if lam else p.grad
-            delta *= beta
-            delta += ((1 - beta) * alpha) * step
-            p.data -= delta
+            kernel = find_kernel(p.data, "elementwise.cu", "sgd_update")
+            if kernel is None:
+                step = p.grad + lam * p.data if lam else p.grad
+                delta *= beta
+                delta += ((1 - beta) * alpha) * step
+                p.data -= delta
+            else:  # the same step in one pass, over w, delta and g as C-ordered buffers
+                p.data = xp.asarray(p.data, order="C")
+                delta = self.velocity[k] = xp.asarray(delta, order="C")
+                kernel(p.size, xp.asarray(p.grad, order="C"), beta, alpha, lam, p.size, p.data, delta)
 
     def state_dict(self) -> dict:
         """lr, momentum, weight decay and the velocities (NumPy), for checkpoints."""

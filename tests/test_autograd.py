@@ -45,7 +45,7 @@ def test_broadcasting_gradients_reduce_to_operand_shapes(device):
     gradcheck(lambda p, q: p * q, [c, rng.standard_normal(4)], device=device)
 
 
-@given(st.sampled_from(["add", "sub", "mul", "div", "neg", "sum", "mean", "reshape", "getitem"]),
+@given(st.sampled_from(["add", "sub", "mul", "div", "neg", "sum", "mean", "reshape", "getitem", "pad2d"]),
        st.integers(0, 2**32 - 1))
 def test_elementwise_and_shape_ops_gradients(device, op, seed):
     rng = np.random.default_rng(seed)
@@ -56,7 +56,8 @@ def test_elementwise_and_shape_ops_gradients(device, op, seed):
         "sum": lambda a, b: a.sum(axis=1) + b.sum(axis=(0, 1), keepdims=True).reshape(1),
         "mean": lambda a, b: a.mean(axis=0, keepdims=True) * b.mean(),
         "reshape": lambda a, b: a.reshape(3, 2) * b.reshape((3, 2)),
-        "getitem": lambda a, b: a[:, 1:] * b[0, 1:],
+        "getitem": lambda a, b: a[:, 1:] * b[0, 1:] + a[[0, 0, 1]].sum(),
+        "pad2d": lambda a, b: mf.functional.pad2d(a, 1, 2, 0, 3) * 2.0 + b.sum(),
     }
     gradcheck(fns[op], [x, y], device=device, seed=seed)
 

@@ -251,3 +251,30 @@ def test_nan_and_inf_propagate(device):
     loss = F.mse_loss(F.relu(F.conv2d(t, w, padding=1)), mf.tensor(np.zeros((1, 1, 4, 4)), device=device))
     loss.backward()  # no crash; NaN flows into the gradients
     assert np.isnan(mf.tensor(w.grad).numpy()).all()
+
+
+@given(conv_cases)
+def test_conv2d_stride1_chunking(device, case, monkeypatch):
+    """The stride-1 CPU path cut into tiny chunks still matches the loops, forward and backward."""
+    from minifcrn.ops import conv
+    monkeypatch.setattr(conv, "CHUNK", 5)
+    n, c, o, h, w, k, _, p, with_bias, seed = case
+    assume(h + 2 * p >= k and w + 2 * p >= k)
+    rng = np.random.default_rng(seed)
+    x, wt = rand(rng, n, c, h, w), rand(rng, o, c, k, k)
+    np.testing.assert_allclose(run(lambda a, b: F.conv2d(a, b, padding=p), x, wt, device=device),
+                               conv2d_loops(x, wt, None, 1, p), rtol=1e-12, atol=1e-12)
+    gradcheck(lambda a, b: F.conv2d(a, b, padding=p), [x, wt], device=device, seed=seed)
+
+
+def test_conv2d_stride1_path_matches_im2col_path_on_large_grids():
+    from minifcrn.ops import conv
+    rng = np.random.default_rng(5)
+    x, w, gy = rand(rng, 3, 5, 41, 37), rand(rng, 6, 5, 3, 3), rand(rng, 3, 6, 41, 37)
+    fast = conv.conv2d_forward_stride1(x, w, None, 1)
+    ref_y = (w.reshape(6, -1) @ conv.im2col(x, 3, 3, 1, 1)).reshape(6, 3, 41, 37).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(fast, ref_y, rtol=1e-12, atol=1e-12)
+    gx, gw = conv.conv2d_backward_stride1(x, w, gy, 1, True, True)
+    gy2 = gy.transpose(1, 0, 2, 3).reshape(6, -1)
+    np.testing.assert_allclose(gw, (gy2 @ conv.im2col(x, 3, 3, 1, 1).T).reshape(w.shape), rtol=1e-11)
+    np.testing.assert_allclose(gx, conv.col2im(w.reshape(6, -1).T @ gy2, x.shape, 3, 3, 1, 1), rtol=1e-11)

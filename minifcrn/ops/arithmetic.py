@@ -103,8 +103,14 @@ class Reshape(Function):
         return (g.reshape(self.in_shape),)
 
 
+def _is_basic(index) -> bool:
+    """True for slices, integers, None and Ellipsis: indexing that never repeats an element."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (slice, int, type(None), type(Ellipsis))) for i in items)
+
+
 class GetItem(Function):
-    """y = x[index] (basic or advanced indexing);  dx = zeros with g added at index."""
+    """y = x[index];  dx = zeros with g put back at index (summed where advanced indexing repeats)."""
 
     def __init__(self, index):
         self.index = index
@@ -116,8 +122,31 @@ class GetItem(Function):
     def backward(self, g):
         xp = get_array_module(g)
         gx = xp.zeros(self.shape, dtype=self.dtype)
-        xp.add.at(gx, self.index, g)
+        if _is_basic(self.index):
+            gx[self.index] = g
+        else:
+            xp.add.at(gx, self.index, g)
         return (gx,)
+
+
+class Pad2d(Function):
+    """Zero padding of the last two axes: (top, bottom, left, right);  dx = the matching crop of g."""
+
+    def __init__(self, top, bottom, left, right):
+        self.pads = top, bottom, left, right
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        t, b, l, r = self.pads
+        y = xp.zeros(x.shape[:-2] + (x.shape[-2] + t + b, x.shape[-1] + l + r), dtype=x.dtype)
+        y[..., t:t + x.shape[-2], l:l + x.shape[-1]] = x
+        self.hw = x.shape[-2:]
+        return y
+
+    def backward(self, g):
+        t, _, l, _ = self.pads
+        h, w = self.hw
+        return (g[..., t:t + h, l:l + w].copy(),)
 
 
 def add(x, y): return Add()(x, y)
@@ -127,6 +156,7 @@ def div(x, y): return Div()(x, y)
 def neg(x): return Neg()(x)
 def reshape(x, shape): return Reshape(tuple(shape))(x)
 def getitem(x, index): return GetItem(index)(x)
+def pad2d(x, top=0, bottom=0, left=0, right=0): return Pad2d(top, bottom, left, right)(x)
 def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)  # noqa: A001
 
 

@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from minifcrn.autograd import Function
-from minifcrn.backend import get_array_module
+from minifcrn.backend import find_kernel, get_array_module
 
 
 @numba.njit(parallel=True, cache=True)
@@ -76,7 +76,11 @@ def im2col(x, kh, kw, stride, padding):
     n, c, h, w = x.shape
     ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
     cols = xp.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
-    _im2col_cpu(x, kh, kw, stride, padding, ho, wo, cols)
+    kernel = find_kernel(x, "conv.cu", "im2col")
+    if kernel is None:
+        _im2col_cpu(x, kh, kw, stride, padding, ho, wo, cols)
+    else:
+        kernel(cols.size, xp.ascontiguousarray(x), n, c, h, w, kh, kw, stride, padding, ho, wo, cols)
     return cols
 
 
@@ -86,7 +90,11 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     n, c, h, w = x_shape
     ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
     dx = xp.empty(x_shape, dtype=cols.dtype)
-    _col2im_cpu(cols, kh, kw, stride, padding, ho, wo, dx)
+    kernel = find_kernel(cols, "conv.cu", "col2im")
+    if kernel is None:
+        _col2im_cpu(cols, kh, kw, stride, padding, ho, wo, dx)
+    else:
+        kernel(dx.size, xp.ascontiguousarray(cols), n, c, h, w, kh, kw, stride, padding, ho, wo, dx)
     return dx
 
 
@@ -114,6 +122,85 @@ def check_conv2d_args(x, w, b, stride, padding):
                         f"{', '.join(sorted(str(d) for d in dtypes))}")
 
 
+# -- the CPU path for stride 1: shifted slices of a flattened padded grid ------------------
+#
+# Lay the zero-padded input out as flat (C, N*Hp*Wp): then the tap (u, v) of every
+# output position q = n*Hp*Wp + i*Wp + j is flat[:, q + u*Wp + v], so a row of the
+# column matrix is one contiguous slice.  Positions with i >= Ho or j >= Wo are
+# computed and dropped.  The grid is processed CHUNK columns at a time, so the
+# column block stays in cache and no layer-sized buffer is ever built.  The input
+# gradient is the same construction on the output gradient with the taps mirrored,
+# a gather: dx[:, q] = sum_{u,v} w[:, :, u, v].T @ g[:, q - u*Wp - v].
+
+CHUNK = 2048  # padded-grid positions per matrix product
+
+
+def _flat_padded(a, top, left, hp, wp, front=0, back=0):
+    """a (N, C, H, W) as (C, front + N*hp*wp + back): a at (top, left) of each hp x wp block, zeros elsewhere."""
+    n, c, h, w = a.shape
+    flat = np.zeros((c, front + n * hp * wp + back), dtype=a.dtype)
+    flat[:, front:front + n * hp * wp].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + w] = \
+        a.transpose(1, 0, 2, 3)
+    return flat
+
+
+def _gather_taps(flat, starts, begin, size, out):
+    """out[:, t, :] = flat[:, begin + starts[t] : ... + size], the column block of one chunk."""
+    for t, start in enumerate(starts):
+        out[:, t, :size] = flat[:, begin + start:begin + start + size]
+    return out[:, :, :size].reshape(-1, size) if size == out.shape[2] else \
+        np.ascontiguousarray(out[:, :, :size]).reshape(-1, size)
+
+
+def conv2d_forward_stride1(x, w, b, padding):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    hp, wp = h + 2 * padding, wd + 2 * padding
+    ho, wo, grid = hp - kh + 1, wp - kw + 1, n * hp * wp
+    taps = [u * wp + v for u in range(kh) for v in range(kw)]
+    flat = _flat_padded(x, padding, padding, hp, wp, back=taps[-1])
+    w2 = w.reshape(o, -1)
+    y = np.empty((o, grid), dtype=x.dtype)
+    block = np.empty((c, len(taps), CHUNK), dtype=x.dtype)
+    for s in range(0, grid, CHUNK):
+        size = min(CHUNK, grid - s)
+        np.matmul(w2, _gather_taps(flat, taps, s, size, block), out=y[:, s:s + size])
+    out = np.empty((n, o, ho, wo), dtype=x.dtype)
+    y = y.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+    if b is None:
+        out[...] = y
+    else:
+        np.add(y, b.reshape(1, o, 1, 1), out=out)  # bias added in the same pass as the transpose
+    return out
+
+
+def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    hp, wp = h + 2 * padding, wd + 2 * padding
+    grid = n * hp * wp
+    taps = [u * wp + v for u in range(kh) for v in range(kw)]
+    last = taps[-1]
+    g = _flat_padded(gy, 0, 0, hp, wp, front=last)  # output gradient on the padded grid
+    flat = _flat_padded(x, padding, padding, hp, wp, back=last) if need_w else None
+    gw = np.zeros((o, c * kh * kw), dtype=x.dtype) if need_w else None
+    dx = np.empty((c, grid), dtype=x.dtype) if need_x else None
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)  # mirrored taps
+    block = np.empty((c, len(taps), CHUNK), dtype=x.dtype)
+    gblock = np.empty((o, len(taps), CHUNK), dtype=x.dtype)
+    for s in range(0, grid, CHUNK):
+        size = min(CHUNK, grid - s)
+        if need_w:
+            gw += g[:, last + s:last + s + size] @ _gather_taps(flat, taps, s, size, block).T
+        if need_x:
+            np.matmul(wt, _gather_taps(g, taps, s, size, gblock), out=dx[:, s:s + size])
+    gx = None
+    if need_x:
+        gx = np.ascontiguousarray(
+            dx.reshape(c, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd].transpose(1, 0, 2, 3))
+    return gx, (gw.reshape(w.shape) if need_w else None)
+
+
 class Conv2d(Function):
     name = "conv2d"
 
@@ -122,6 +209,9 @@ class Conv2d(Function):
 
     def forward(self, x, w, b=None):
         check_conv2d_args(x, w, b, self.stride, self.padding)
+        self.x, self.w = x, w
+        if self.stride == 1 and find_kernel(x, "conv.cu", "im2col") is None:
+            return conv2d_forward_stride1(x, w, b, self.padding)
         xp = get_array_module(x)
         n, _, _, _ = x.shape
         o, c, kh, kw = w.shape
@@ -135,7 +225,6 @@ class Conv2d(Function):
             out[...] = y
         else:
             xp.add(y, b.reshape(1, o, 1, 1), out=out)  # bias added in the same pass as the transpose
-        self.x, self.w = x, w
         return out
 
     def backward(self, gy):
@@ -143,12 +232,14 @@ class Conv2d(Function):
         o, c, kh, kw = w.shape
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+        if self.stride == 1 and find_kernel(x, "conv.cu", "im2col") is None:
+            gx, gw = conv2d_backward_stride1(x, w, gy, self.padding, need_x, need_w)
+            return gx, gw, gb
         gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, N*Ho*Wo)
-        gx = gw = gb = None
+        gx = gw = None
         if need_w:
             gw = (gy2 @ im2col(x, kh, kw, self.stride, self.padding).T).reshape(w.shape)
-        if need_b:
-            gb = gy2.sum(axis=1)
         if need_x:
             gcols = w.reshape(o, -1).T @ gy2
             gx = col2im(gcols, x.shape, kh, kw, self.stride, self.padding)

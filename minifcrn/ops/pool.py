@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from minifcrn.autograd import Function
-from minifcrn.backend import get_array_module
+from minifcrn.backend import find_kernel, get_array_module
 
 
 @numba.njit(parallel=True, cache=True)
@@ -79,7 +79,11 @@ def max_pool2d_forward(x, k, s):
     ho, wo = (h - k) // s + 1, (w - k) // s + 1
     y = xp.empty((n, c, ho, wo), dtype=x.dtype)
     argmax = xp.empty((n, c, ho, wo), dtype=np.int32)
-    _max_pool2d_forward_cpu(x, k, s, y, argmax)
+    kernel = find_kernel(x, "pool.cu", "max_pool2d_forward")
+    if kernel is None:
+        _max_pool2d_forward_cpu(x, k, s, y, argmax)
+    else:
+        kernel(y.size, xp.ascontiguousarray(x), n, c, h, w, k, s, ho, wo, y, argmax)
     return y, argmax
 
 
@@ -87,7 +91,13 @@ def max_pool2d_backward(gy, argmax, x_shape, k, s):
     """Gradient of the input from the output gradient and the saved argmax."""
     xp = get_array_module(gy)
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    _max_pool2d_backward_cpu(gy, argmax, k, s, gx)
+    kernel = find_kernel(gy, "pool.cu", "max_pool2d_backward")
+    if kernel is None:
+        _max_pool2d_backward_cpu(gy, argmax, k, s, gx)
+    else:
+        n, c, h, w = x_shape
+        kernel(gx.size, xp.ascontiguousarray(gy), xp.ascontiguousarray(argmax), n, c, h, w, k, s,
+               gy.shape[2], gy.shape[3], gx)
     return gx
 
 

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from minifcrn.autograd import Function
-from minifcrn.backend import get_array_module
+from minifcrn.backend import find_kernel, get_array_module
 
 
 @numba.njit(inline="always")
@@ -79,14 +79,23 @@ def upsample_bilinear_forward(x, f):
     xp = get_array_module(x)
     n, c, h, w = x.shape
     y = xp.empty((n, c, h * f, w * f), dtype=x.dtype)
-    _upsample_bilinear_forward_cpu(x, f, y)
+    kernel = find_kernel(x, "upsample.cu", "upsample_bilinear_forward")
+    if kernel is None:
+        _upsample_bilinear_forward_cpu(x, f, y)
+    else:
+        kernel(y.size, xp.ascontiguousarray(x), n, c, h, w, f, y)
     return y
 
 
 def upsample_bilinear_backward(gy, f, x_shape):
     xp = get_array_module(gy)
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    _upsample_bilinear_backward_cpu(gy, f, gx)
+    kernel = find_kernel(gy, "upsample.cu", "upsample_bilinear_backward")
+    if kernel is None:
+        _upsample_bilinear_backward_cpu(gy, f, gx)
+    else:
+        n, c, h, w = x_shape
+        kernel(gx.size, xp.ascontiguousarray(gy), n, c, h, w, f, gx)
     return gx
 
 

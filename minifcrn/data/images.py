@@ -1,0 +1,90 @@
+"""Reading a user's image into one float32 plane, and per-image standardisation.
+
+Formats: PNG (Pillow) and TIFF (tifffile); 8- or 16-bit integers or floats;
+grey (H, W), RGB or RGBA (H, W, 3|4; alpha dropped) or channels-first TIFF
+(3|4, H, W).  Channel handling (``channel``):
+
+* ``"grey"`` (default): the mean of the colour channels.  On the VGG cells,
+  whose nuclei are all in the blue channel, this is that channel over 3, which
+  standardisation makes the same; on a grey image it is the image itself.
+* an integer N: channel N only, as the paper used the nucleus channel of
+  multi-channel fluorescence images.
+
+Standardisation subtracts the image's (or patch's) own mean and divides by
+its standard deviation, the same in training and at inference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line naming the file, argument or value."""
+
+
+def read_image(path, channel="grey") -> np.ndarray:
+    """The image at ``path`` as a float32 array (H, W), in its original intensity units."""
+    path = Path(path)
+    array = _decode(path)
+    return to_plane(array, channel, source=str(path))
+
+
+def _decode(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+            return np.asarray(tifffile.imread(path))
+        from PIL import Image
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
+                im = im.convert("RGB" if im.mode in ("P", "CMYK", "YCbCr") else "L")
+            return np.asarray(im)
+    except InputError:
+        raise
+    except Exception as exc:  # corrupt or unreadable file, whatever the decoder says
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read image ({reason})") from None
+
+
+def to_plane(array, channel="grey", source="image") -> np.ndarray:
+    """One float32 plane (H, W) from a grey, channels-last or channels-first array."""
+    a = np.asarray(array)
+    if a.dtype.kind not in "uif" and a.dtype != bool:
+        raise InputError(f"{source}: unsupported pixel type {a.dtype}")
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)  # channels-first TIFF
+    if a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]  # drop alpha
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
+        raise InputError(f"{source}: expected a 2-D grey or RGB image, got an array of shape {a.shape} "
+                         "(a stack? save or pass one page/plane)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"{source}: image is empty (shape {a.shape})")
+    if a.ndim == 3:
+        if channel == "grey":
+            a = a.astype(np.float32).mean(axis=-1)
+        elif isinstance(channel, (int, np.integer)) and not isinstance(channel, bool) and 0 <= channel < 3:
+            a = a[..., int(channel)]
+        else:
+            raise InputError(f"{source}: channel must be 'grey' or 0, 1, 2 for an RGB image, got {channel!r}")
+    plane = a.astype(np.float32)
+    if not np.isfinite(plane).all():
+        raise InputError(f"{source}: image contains NaN or infinite values")
+    return plane
+
+
+def standardize(plane: np.ndarray, source="image") -> np.ndarray:
+    """(plane - mean) / std in float32; an all-constant plane is an InputError."""
+    plane = np.asarray(plane, dtype=np.float32)
+    mean, std = float(plane.mean(dtype=np.float64)), float(plane.std(dtype=np.float64))
+    if not std > 1e-12 * max(1.0, abs(mean)):
+        raise InputError(f"{source}: image is constant (value {mean:g}, standard deviation 0); nothing to count")
+    return ((plane - mean) / std).astype(np.float32)

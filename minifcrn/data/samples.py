@@ -1,0 +1,111 @@
+"""Annotated images and the random, augmented training patches cut from them.
+
+A folder of annotated images pairs each image with its annotation by name:
+``NNNcell.png`` with ``NNNdots.png`` (the VGG and MBM sets), or ``name.png``
+(``.tif``) with ``name.csv`` or ``name_dots.png``.
+
+Augmentation (paper section 3.2): a random patch, rotated by a small random
+angle and flipped at random.  The rotation resamples the image (bilinear) and
+moves the points by the same rotation, and the density is rebuilt from the
+moved points, so a patch's count is exactly the number of its points
+(Gaussian tails that cross the patch border excepted).  Each patch is then
+standardised by its own mean and standard deviation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from minifcrn.data.annotations import density_map, read_points
+from minifcrn.data.images import InputError, read_image
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+MARGIN = 8  # pixels of Gaussian tail (4 sigma) kept around a patch when its density is built
+
+
+@dataclass
+class Sample:
+    name: str
+    image: np.ndarray   # float32 (H, W), not standardised
+    points: np.ndarray  # float (K, 2) as (x, y)
+
+    @property
+    def count(self) -> int:
+        return len(self.points)
+
+
+def annotation_for(image_path: Path):
+    """The annotation file of ``image_path``, or None."""
+    stem, parent = image_path.stem, image_path.parent
+    candidates = []
+    if stem.endswith("cell"):
+        candidates.append(parent / (stem[:-4] + "dots.png"))
+    candidates += [parent / (stem + ".csv"), parent / (stem + "_dots.png")]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def find_pairs(folder):
+    """Sorted (image, annotation) paths of every annotated image in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    pairs = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.stem.endswith(("dots", "_dots")):
+            continue
+        ann = annotation_for(path)
+        if ann is not None:
+            pairs.append((path, ann))
+    if not pairs:
+        raise InputError(f"{folder}: no annotated images (expected NNNcell.png + NNNdots.png, "
+                         "or name.png + name.csv)")
+    return pairs
+
+
+def load_samples(folder, channel="grey", names=None):
+    """Every annotated image of ``folder`` (or only those whose image stem is in ``names``)."""
+    samples = []
+    for image_path, ann_path in find_pairs(folder):
+        if names is not None and image_path.stem not in names:
+            continue
+        image = read_image(image_path, channel)
+        samples.append(Sample(image_path.stem, image, read_points(ann_path, image.shape)))
+    return samples
+
+
+def standardize_patch(patch: np.ndarray) -> np.ndarray:
+    """(patch - mean) / std, a constant patch becoming zeros (training never stops on one)."""
+    std = patch.std()
+    return ((patch - patch.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def random_patch(sample: Sample, size: int, rng: np.random.Generator, max_angle=10.0, flip=True):
+    """A standardised image patch (size, size) and its density target, randomly rotated and flipped."""
+    h, w = sample.image.shape
+    if size > min(h, w):
+        raise InputError(f"{sample.name}: patch size {size} is larger than the {w}x{h} image")
+    theta = np.deg2rad(rng.uniform(-max_angle, max_angle)) if max_angle else 0.0
+    cos, sin = np.cos(theta), np.sin(theta)
+    reach = 0.5 * (size - 1) * (abs(cos) + abs(sin))  # half-extent of the rotated patch in the image
+    if 2 * reach + 1 > min(h, w):
+        cos, sin, reach = 1.0, 0.0, 0.5 * (size - 1)
+    cy, cx = rng.uniform(reach, h - 1 - reach), rng.uniform(reach, w - 1 - reach)
+    # patch pixel (r, c) samples the image at centre + R (r - m, c - m), m the patch centre
+    m = 0.5 * (size - 1)
+    rot = np.array([[cos, -sin], [sin, cos]])
+    offset = np.array([cy, cx]) - rot @ np.array([m, m])
+    patch = ndimage.affine_transform(sample.image, rot, offset=offset, output_shape=(size, size),
+                                     order=1, mode="nearest")
+    # points move by the inverse map: p_patch = R^T (p_image - offset), in (row, col)
+    rc = (sample.points[:, ::-1] - offset) @ rot
+    keep = ((rc >= -MARGIN) & (rc <= size - 1 + MARGIN)).all(axis=1)
+    canvas = density_map(rc[keep][:, ::-1] + MARGIN, (size + 2 * MARGIN, size + 2 * MARGIN))
+    target = canvas[MARGIN:MARGIN + size, MARGIN:MARGIN + size]
+    if flip and rng.random() < 0.5:
+        patch, target = patch[:, ::-1], target[:, ::-1]
+    if flip and rng.random() < 0.5:
+        patch, target = patch[::-1], target[::-1]
+    return standardize_patch(patch), np.ascontiguousarray(target)

@@ -1,0 +1,93 @@
+"""Files that must never be left half-written: weights, checkpoints, result tables.
+
+Every writer goes through ``atomic_write``: write a temporary file in the same
+folder, flush and fsync it, then rename it over the target (atomic on POSIX),
+so a crash leaves either the old file or the new one, never a torn one.
+
+Weights files are ``.npz``: one array per parameter under ``param/<name>``
+plus a JSON string ``meta`` (architecture, density scale, channel handling and
+how the weights were trained).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from minifcrn.data.images import InputError
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file for writing; on success fsync it and rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz(path, arrays: dict, meta: dict):
+    """Write ``arrays`` and the JSON-able ``meta`` to ``path`` atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_write(path) as f:
+        f.write(buffer.getvalue())
+
+
+def load_npz(path):
+    """(arrays, meta) from a file written by ``save_npz``; a one-line InputError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except Exception as exc:
+        raise InputError(f"{path}: not a minifcrn weights/checkpoint file ({type(exc).__name__})") from None
+    return arrays, meta
+
+
+def save_weights(model, path, record=None):
+    """The model's parameters and configuration (and an optional training record) as ``.npz``."""
+    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+    save_npz(path, arrays, {"format": "minifcrn-weights-1", **model.config(), "record": record or {}})
+
+
+def load_weights(path):
+    """A model built from a weights file (any architecture it names), and the file's meta."""
+    from minifcrn.models import ARCHITECTURES, FCRN
+
+    arrays, meta = load_npz(path)
+    if meta.get("arch") not in ARCHITECTURES:
+        raise InputError(f"{path}: unknown architecture {meta.get('arch')!r}")
+    model = FCRN(meta["arch"], meta.get("in_channels", 1), meta.get("density_scale", 100.0))
+    state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    try:
+        model.load_state_dict(state)
+    except ValueError as exc:
+        raise InputError(f"{path}: weights do not fit {meta['arch']} ({exc})") from None
+    return model, meta
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

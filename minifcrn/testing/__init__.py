@@ -1,0 +1,1 @@
+"""Test support: ``minifcrn.testing.emulator`` runs the CUDA kernels on the CPU."""
