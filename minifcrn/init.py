@@ -24,7 +24,7 @@ def orthogonal_array(shape, gain=1.0, rng=None, dtype=np.float32):
     q *= np.sign(np.where(np.diag(r) == 0, 1.0, np.diag(r)))
     if rows < cols:
         q = q.T
-    return (gain * q).reshape(shape).astype(dtype)
+    return np.ascontiguousarray((gain * q).reshape(shape), dtype=dtype)
 
 
 def orthogonal_(tensor: Tensor, gain=1.0, rng=None) -> Tensor:

@@ -18,13 +18,25 @@ settings.register_profile("ci", derandomize=True, max_examples=60, print_blob=Tr
 settings.register_profile("dev", max_examples=60, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-BACKENDS = ["cpu"]
+BACKENDS = ["cpu", "cuda-emulated", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(params=BACKENDS)
 def device(request):
-    """Every op test runs once per backend; yields the device name to create tensors on."""
+    """Every op test runs once per backend; yields the device name to create tensors on.
+
+    cpu            NumPy arrays, Numba loops
+    cuda-emulated  NumPy arrays, the CUDA kernels of kernels/*.cu compiled for the CPU
+    cuda           CuPy arrays on a GPU, the same kernels compiled by CuPy (skipped without one)
+    """
     name = request.param
-    if name == "cuda" and not _backend.cuda_available():
-        pytest.skip("no CUDA GPU with CuPy here")
-    yield "cuda" if name == "cuda" else "cpu"
+    if name == "cuda":
+        if not _backend.cuda_available():
+            pytest.skip("no CUDA GPU with CuPy here")
+        yield "cuda"
+    elif name == "cuda-emulated":
+        with _backend.emulate_cuda():
+            yield "cpu"
+    else:
+        with _backend.emulate_cuda(False):
+            yield "cpu"

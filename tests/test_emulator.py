@@ -120,6 +120,7 @@ def scale_args(**changes):
     (scale_args(x=[1.0] * 8), TypeError, "needs a NumPy array, got list"),
     (scale_args(y=np.zeros((8, 2), np.float32)[:, 0]), ValueError, "needs a C-contiguous array"),
     (scale_args()[:3], TypeError, r"takes 4 arguments \(x, a, n, y\), got 3"),
+    (np.ones(4, np.float32), TypeError, "args must be a tuple, got ndarray"),
 ])
 def test_arguments_are_checked_against_the_signature(toy, args, error, message):
     with pytest.raises(error, match=message):

@@ -4,8 +4,10 @@
   (Numba loops) and on (the unchanged .cu sources compiled for the CPU by
   minifcrn.testing.emulator), on hypothesis-drawn shapes.  float64 must agree
   to 1e-12 relative (in practice bit for bit: same formulas, same order of
-  summation), float32 closely.  Capping the grid at 1 or 3 blocks makes the
-  kernels' grid-stride loops do the work.
+  summation), float32 closely.  NumPy's conv2d takes its own route for
+  stride 1, so im2col and col2im are also compared directly with the Numba
+  loops they mirror.  Capping the grid at 1 or 3 blocks makes the kernels'
+  grid-stride loops do the work.
 * AddressSanitizer: every kernel file built with -fsanitize=address and run
   through the ops in a subprocess with libasan preloaded.
 * PTX: every kernel file compiles with nvcc for sm_80.
@@ -32,6 +34,7 @@ from minifcrn import backend, functional as F, nn, optim
 from minifcrn.backend import emulate_cuda, find_kernel, to_device
 from minifcrn.ops.conv import col2im, im2col
 from minifcrn.ops.pool import max_pool2d_forward
+from minifcrn.testing.emulator import asan_environment, asan_runtime, compile_library, parse_kernels
 
 KERNEL_DIR = Path(str(resources.files("minifcrn.kernels")))
 KERNEL_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
@@ -50,8 +53,6 @@ SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0])
 
 
 def kernel_names(filename: str) -> list[str]:
-    from minifcrn.testing.emulator import parse_kernels
-
     return list(parse_kernels((KERNEL_DIR / filename).read_text()))
 
 
@@ -363,8 +364,6 @@ ASAN_SCRIPT = textwrap.dedent("""
 
 @needs_gxx
 def test_every_kernel_file_is_clean_under_address_sanitizer():
-    from minifcrn.testing.emulator import asan_environment, asan_runtime, compile_library
-
     if not Path(asan_runtime()).is_absolute():
         pytest.skip("g++ has no AddressSanitizer runtime (libasan)")
     for filename in KERNEL_FILES:

@@ -149,7 +149,7 @@ def compile_library(source, *, sanitize: bool = False) -> Path:
         (tmp / "cuda_emulator.h").write_text(header)
         (tmp / name).write_text(text)
         (tmp / "launchers.cpp").write_text(launchers)
-        command = [CXX, *flags, f"-fdebug-prefix-map={tmp}={folder}",  # reports name the real file
+        command = [CXX, *flags, f"-fdebug-prefix-map={tmp}={folder}",  # ASan reports name the real folder
                    "-include", "cuda_emulator.h", "-x", "c++", name, "launchers.cpp", "-o", "kernels.so"]
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # g++ itself runs without ASan
         result = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
@@ -212,10 +212,11 @@ class EmulatedKernel:
         grid, block = _dims(self.name, "grid", grid, MAX_GRID), _dims(self.name, "block", block, MAX_BLOCK)
         if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"{self.name}: a block has at most {MAX_THREADS_PER_BLOCK} threads, got {block}")
-        if not isinstance(args, (tuple, list)) or len(args) != len(self.params):
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"{self.name}: args must be a tuple, got {type(args).__name__}")
+        if len(args) != len(self.params):
             raise TypeError(f"{self.name}: takes {len(self.params)} arguments "
-                            f"({', '.join(p.name for p in self.params)}), got "
-                            f"{len(args) if isinstance(args, (tuple, list)) else type(args).__name__}")
+                            f"({', '.join(p.name for p in self.params)}), got {len(args)}")
         values = [self._value(i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
         pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
         self.launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), pointers)
