@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("count", help="count and detect cells in images")
-    c.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="PNG/TIFF files or folders of them")
+    c.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="PNG/TIFF files or folders of them")
+    c.add_argument("--sample", action="store_true", help="also count the sample image shipped with minifcrn")
     c.add_argument("--model", default="fcrn-a", help="fcrn-a, fcrn-b (shipped) or a weights .npz")
     c.add_argument("--channel", type=_channel, default="grey", help="'grey' (mean of RGB) or a channel number")
     c.add_argument("--roi", help="count only inside x0,y0,x1,y1 (pixels, x1/y1 exclusive)")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs at which lr /= 10")
     t.add_argument("--finetune-epochs", type=int, default=0, help="whole-image epochs after the patches")
+    t.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the whole-image epochs")
     t.add_argument("--channel", type=_channel, default="grey")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -103,9 +105,14 @@ def _error(message: str):
 def cmd_count(args) -> int:
     import numpy as np
 
-    from minifcrn.count import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, count, load_model
+    from minifcrn.count import ASSETS, DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, count, load_model
     from minifcrn.data.images import InputError
     from minifcrn.io import atomic_write
+
+    inputs = list(args.inputs) + ([str(ASSETS / "sample.png")] if args.sample else [])
+    if not inputs:
+        _error("count: give images or folders to count (or --sample)")
+        return EXIT_BAD_INPUT
 
     try:
         model = load_model(args.model, args.device)
@@ -115,7 +122,7 @@ def cmd_count(args) -> int:
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
     rows, failed = [], 0
-    for path, problem in _image_files(args.inputs):
+    for path, problem in _image_files(inputs):
         try:
             if problem:
                 raise InputError(problem)
@@ -188,6 +195,7 @@ def cmd_train(args) -> int:
         cfg = TrainConfig(arch=arch, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                           patch_size=args.patch_size, lr=defaults.lr if args.lr is None else args.lr,
                           milestones=list(args.milestones or []), finetune_epochs=args.finetune_epochs,
+                          finetune_lr=defaults.finetune_lr if args.finetune_lr is None else args.finetune_lr,
                           seed=args.seed, device=args.device, channel=args.channel)
         summary = fit(samples, val, cfg, args.out, model=model, resume=args.resume)
     except (InputError, FloatingPointError) as exc:

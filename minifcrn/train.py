@@ -42,14 +42,14 @@ class TrainConfig:
     steps_per_epoch: int = 100     # patch batches per epoch
     batch_size: int = 8
     patch_size: int = 96           # the paper's 100, rounded to a multiple of 8
-    lr: float = 0.01
+    lr: float = 0.3                # with eq. 3 and the 'mean' loss; see the docstring
     milestones: list = field(default_factory=list)  # epochs at which lr is divided by 10
     momentum: float = 0.9
     weight_decay: float = 5e-4
     loss: str = "mean"             # mse_loss reduction ("batchmean" is eq. 2 literally)
     max_angle: float = 10.0        # degrees of random rotation
     finetune_epochs: int = 0       # whole-image epochs after the patch epochs
-    finetune_lr: float = 0.001
+    finetune_lr: float = 0.003
     seed: int = 0
     device: str = "cpu"
     channel: object = "grey"

@@ -275,7 +275,7 @@ def test_upsample_bilinear(data, dtype, max_grid, seed):
     h, w = (data.draw(st.integers(1, 9)) for _ in range(2))
     rng = np.random.default_rng(seed)
     x, gy = (rng.standard_normal(s).astype(dtype) for s in ((n, c, h, w), (n, c, h * f, w * f)))
-    assert_matches(*numpy_and_kernels(lambda: upsample_pass(x, gy, f), max_grid))
+    assert_matches(*numpy_and_kernels(lambda: upsample_pass(x, gy, f), max_grid), same_order=False)
 
 
 @needs_gxx

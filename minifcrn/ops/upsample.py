@@ -9,9 +9,12 @@ Output pixel i (along one axis of input length L) samples the input at
     y[i, j] = (1-a)(1-b) x[i0, j0] + (1-a) b x[i0, j1] + a (1-b) x[i1, j0] + a b x[i1, j1]
 
 with (b, j0, j1) the same along the columns.  The map is linear, so backward is
-its transpose: every input pixel *gathers* the weighted gradients of the
-outputs that read it (outputs i with i0 = p or i1 = p lie in [(p-1)f, (p+2)f)),
-so there is no scatter and the float sums come out the same run after run.
+its transpose.  The CUDA kernel has every input pixel *gather* the weighted
+gradients of the outputs that read it (outputs i with i0 = p or i1 = p lie in
+[(p-1)f, (p+2)f)); the CPU loop gives each thread a whole (n, c) plane and,
+as the map is separable, applies the 1-D transpose along the columns and then
+along the rows.  Either way no two workers write the same element, so the
+sums come out the same run after run.
 
 ``upsample_bilinear_forward`` and ``upsample_bilinear_backward`` mirror the CUDA
 kernels of the same names in ``kernels/upsample.cu``.
@@ -48,31 +51,24 @@ def _upsample_bilinear_forward_cpu(x, f, y):
                                  + a * ((1 - b) * x[n, c, i1, j0] + b * x[n, c, i1, j1]))
 
 
-@numba.njit(inline="always")
-def _tap_weight(i, p, f, length):
-    """Weight with which output i reads input p along one axis (0 if it does not)."""
-    i0, i1, a = _source(i, f, length)
-    return (1 - a) * (i0 == p) + a * (i1 == p)
-
-
 @numba.njit(parallel=True, cache=True)
 def _upsample_bilinear_backward_cpu(gy, f, gx):
     n_, c_, h, w = gx.shape
     _, _, ho, wo = gy.shape
-    for nc in numba.prange(n_ * c_):  # one input pixel per (n, c, p, q)
+    for nc in numba.prange(n_ * c_):  # one (n, c) plane per thread: no two threads share an output
         n, c = nc // c_, nc % c_
-        for p in range(h):
+        rows = np.zeros((ho, w), dtype=gy.dtype)  # transpose along the columns first ...
+        for i in range(ho):
+            for j in range(wo):
+                j0, j1, b = _source(j, f, w)
+                rows[i, j0] += (1 - b) * gy[n, c, i, j]
+                rows[i, j1] += b * gy[n, c, i, j]
+        gx[n, c] = 0.0
+        for i in range(ho):  # ... then along the rows
+            i0, i1, a = _source(i, f, h)
             for q in range(w):
-                total = 0.0
-                for i in range(max(0, (p - 1) * f), min(ho, (p + 2) * f)):
-                    wi = _tap_weight(i, p, f, h)
-                    if wi == 0.0:
-                        continue
-                    for j in range(max(0, (q - 1) * f), min(wo, (q + 2) * f)):
-                        wj = _tap_weight(j, q, f, w)
-                        if wj != 0.0:
-                            total += wi * wj * gy[n, c, i, j]
-                gx[n, c, p, q] = total
+                gx[n, c, i0, q] += (1 - a) * rows[i, q]
+                gx[n, c, i1, q] += a * rows[i, q]
 
 
 def upsample_bilinear_forward(x, f):
