@@ -12,9 +12,9 @@ PyTorch (built layer for layer, our weights copied in, outputs checked):
 Both sides compute in float32 without TF32: CUPY_TF32=0 and
 NVIDIA_TF32_OVERRIDE=0 are set before CuPy, cuBLAS or cuDNN load, and PyTorch
 runs with allow_tf32 off for matmul and cuDNN (cudnn.benchmark on, so it
-picks its fastest exact algorithms).  The SGD step is the paper's eq. 3
-(lr 0.01, momentum 0.9, weight decay 5e-4); PyTorch's SGD with
-dampening = momentum does the same arithmetic.
+picks its fastest algorithms for these shapes).  The SGD step is the paper's
+eq. 3 (lr 0.01, momentum 0.9, weight decay 5e-4); PyTorch's SGD with
+dampening = momentum does the same arithmetic (its first step aside).
 
 Method: per workload, one forward (+ backward) on each side checks agreement
 (max |ours - torch| / max |torch|, warned about above 1e-3), then warm-up
@@ -48,6 +48,7 @@ import collections  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -78,7 +79,11 @@ class Workload:
     key: str
     kind: str  # "train" or "infer"
     batch: int
-    size: int  # height = width, a multiple of 8 (three 2x2 pools)
+    size: int  # height = width, a multiple of 8 (three 2x2 pools): no padding, exact FLOP counts
+
+    def __post_init__(self):
+        if self.kind not in ("train", "infer") or self.size % 8:
+            raise ValueError(f"bad workload {self}: kind train/infer, size a multiple of 8")
 
     @property
     def label(self) -> str:
@@ -187,23 +192,36 @@ class Gpu(Platform):
 
     def float32_settings(self) -> dict:
         """How each library multiplies float32 matrices (TF32 must be off everywhere)."""
-        from cupy_backends.cuda.libs import cublas
-
-        mode = cublas.getMathMode(self.cp.cuda.device.get_cublas_handle())
-        modes = {0: "CUBLAS_DEFAULT_MATH", 1: "CUBLAS_TENSOR_OP_MATH", 2: "CUBLAS_PEDANTIC_MATH",
-                 3: "CUBLAS_TF32_TENSOR_OP_MATH"}
-        try:  # CuPy's compute type for float32 GEMMs (COMPUTE_TYPE_DEFAULT: plain float32)
-            from cupy._core import _routines_linalg as linalg
-            compute = linalg.compute_type_to_str(linalg.get_compute_type(np.float32))
-        except (ImportError, AttributeError):
-            compute = "unknown (CuPy internals moved)"
-        return {"cublas_math_mode": modes.get(mode & 15, str(mode)) + (" | DISALLOW_REDUCED_PRECISION_REDUCTION"
-                                                                      if mode & 16 else ""),
-                "cupy_float32_compute_type": compute,
+        return {"cublas_math_mode": _probe(self._cublas_math_mode),
+                "cupy_float32_compute_type": _probe(_cupy_compute_type),
                 "torch_allow_tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
                                      "cudnn": torch.backends.cudnn.allow_tf32},
                 "cudnn_benchmark": torch.backends.cudnn.benchmark,
                 "env": {v: os.environ.get(v) for v in ("CUPY_TF32", "NVIDIA_TF32_OVERRIDE")}}
+
+    def _cublas_math_mode(self) -> str:
+        """The math mode of CuPy's cuBLAS handle: CUBLAS_DEFAULT_MATH means no TF32."""
+        from cupy_backends.cuda.libs import cublas
+
+        mode = cublas.getMathMode(self.cp.cuda.device.get_cublas_handle())
+        names = {0: "CUBLAS_DEFAULT_MATH", 1: "CUBLAS_TENSOR_OP_MATH", 2: "CUBLAS_PEDANTIC_MATH",
+                 3: "CUBLAS_TF32_TENSOR_OP_MATH"}
+        return names.get(mode & 15, str(mode & 15)) + (" | DISALLOW_REDUCED_PRECISION_REDUCTION" if mode & 16 else "")
+
+
+def _cupy_compute_type() -> str:
+    """CuPy's compute type for float32 GEMMs: COMPUTE_TYPE_DEFAULT is plain float32, not TF32."""
+    from cupy._core import _routines_linalg as linalg
+
+    return linalg.compute_type_to_str(linalg.get_compute_type(np.float32))
+
+
+def _probe(read) -> str:
+    """``read()``, or why it failed: these are CuPy internals, which move between versions."""
+    try:
+        return read()
+    except (ImportError, AttributeError) as exc:
+        return f"unknown ({exc})"
 
 
 class Emulated(Platform):
@@ -212,6 +230,9 @@ class Emulated(Platform):
     name, device, torch_device = "dry-run", "cpu", "cpu"
     gemm_library = "NumPy BLAS"
     other_label = "rest: NumPy ops, Python"
+
+    def __init__(self):
+        common.apply_runtime_threads(1)  # the emulator is serial; idle pools only contend on a small box
 
     def context(self):
         return backend.emulate_cuda()
@@ -323,7 +344,7 @@ class Pair:
         self.opt.step()
         return loss
 
-    def torch(self):
+    def pytorch(self):
         """The same, by PyTorch."""
         if self.workload.kind == "infer":
             with torch.no_grad():
@@ -497,7 +518,7 @@ def run_workload(platform: Platform, w: Workload, args, peak_gflops: float) -> t
     pair = Pair(w, platform, args.seed)
     flops = workload_flops(pair.model, w)
     errors = pair.agreement()
-    timing = time_alternating(platform, [("ours", pair.ours), ("torch", pair.torch)], args.warmup, args.repeats)
+    timing = time_alternating(platform, [("ours", pair.ours), ("torch", pair.pytorch)], args.warmup, args.repeats)
     result = {"workload": w.key, "label": w.label, "kind": w.kind, "batch": w.batch, "size": w.size,
               "conv_gflop": flops / 1e9, "agreement": errors,
               "agreement_ok": max(errors.values()) <= AGREEMENT_TOL, **timing}
@@ -534,8 +555,11 @@ def run_benchmark(platform: Platform, workloads, args) -> dict:
         results.append(result)
         del pair
         platform.free_memory()
+    env = platform.describe()
+    if any("TF32" in str(env.get(key)) for key in ("cublas_math_mode", "cupy_float32_compute_type")):
+        warnings.append("WARNING: CuPy multiplies float32 matrices in TF32: the comparison is not float32")
     return {"benchmark": "gpu", "date": common.now_iso(), "command": common.command_line(),
-            "dry_run": args.dry_run, "environment": platform.describe(),
+            "dry_run": args.dry_run, "environment": env,
             "config": {"repeats": args.repeats, "warmup": args.warmup, "breakdown_steps": args.breakdown_steps,
                        "peak_size": args.peak_size, "seed": args.seed, "lr": LR, "momentum": MOMENTUM,
                        "weight_decay": WEIGHT_DECAY, "agreement_tol": AGREEMENT_TOL},
@@ -581,6 +605,9 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
 def print_report(run: dict):
     env, peak = run["environment"], run["matmul"]
     print(f"\n{env['device']}; {env['versions']}")
+    if "cublas_math_mode" in env:
+        print(f"cuBLAS math mode {env['cublas_math_mode']}, CuPy float32 compute type "
+              f"{env['cupy_float32_compute_type']}, torch allow_tf32 {env['torch_allow_tf32']}")
     print(f"float32 matmul {peak['n']}x{peak['n']}: {peak['ms']:.2f} ms = {peak['gflops']:.0f} GFLOP/s\n")
     print(text_table(RESULT_HEADERS, result_rows(run)))
     if run["breakdown"]:
@@ -615,19 +642,22 @@ def markdown_section(run: dict) -> str:
               f"(lr {cfg['lr']:g}, momentum {cfg['momentum']:g}, weight decay {cfg['weight_decay']:g}); torch "
               "SGD with dampening = momentum. rel err = max|ours - torch| / max|torch| over the output (and, "
               "for training, the loss and every gradient) of one call from the same weights"
-              + (": all within " if not run["warnings"] else ": SOME ABOVE ") + f"{cfg['agreement_tol']:g}.",
+              + (": all within " if all(r["agreement_ok"] for r in run["workloads"]) else ": SOME ABOVE ")
+              + f"{cfg['agreement_tol']:g}.",
               "", common.md_table(RESULT_HEADERS, result_rows(run), "lrrrrrrrr")]
     if run["breakdown"]:
         bd = run["breakdown"]
         lines += ["", f"Breakdown of our {bd['workload']} step (mean of {bd['steps']} instrumented steps; each "
-                  "launch of our kernels timed between CUDA events, conv2d's matrix products replayed alone at "
+                  "launch of our kernels timed between two clock stamps, CUDA events on the GPU; conv2d's matrix products replayed alone at "
                   "their shapes and layouts; the rest is the step's time not accounted for by either):", "",
                   common.md_table(BREAKDOWN_HEADERS, breakdown_rows(bd), "lrrr")]
     lines += ["", "Targets:", ""] + [f"- {line}" for line in target_lines(run)]
+    if run["warnings"]:
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in run["warnings"]]
     return "\n".join(lines)
 
 
-def write_outputs(run: dict, json_path: Path, results_path: Path):
+def write_outputs(run: dict, json_path: Path | None, results_path: Path | None):
     """The JSON run and the Markdown section (between <!-- gpu:begin --> and <!-- gpu:end -->)."""
     if json_path:
         common.write_json(json_path, run)
@@ -638,39 +668,42 @@ def write_outputs(run: dict, json_path: Path, results_path: Path):
 
 
 # -- dry run ------------------------------------------------------------------------------------
-def dry_run_checks(run: dict, results_path: Path, before: str) -> list[str]:
-    """Problems the self-check found: disagreement, an empty breakdown, a results file damaged."""
+def dry_run_checks(run: dict, folder: Path, before: str) -> list[str]:
+    """Problems the self-check found: disagreement, an empty breakdown, damaged outputs."""
     problems = list(run["warnings"])
     bd = run["breakdown"]
     if not bd or not bd["kernel_launches"] or not bd["gemms_noted"]:
         problems.append("the breakdown recorded no kernel launch or no matrix product: the wrappers missed")
-    after = results_path.read_text()
+    if json.loads((folder / "gpu.json").read_text())["workloads"] != run["workloads"]:
+        problems.append("the JSON run does not read back as written")
+    after = (folder / "RESULTS.md").read_text()
     begin, end = "<!-- gpu:begin -->", "<!-- gpu:end -->"
     if after.count(begin) != 1 or after.count(end) != 1:
-        problems.append(f"{results_path}: expected one gpu section")
+        return problems + ["RESULTS.md: expected one gpu section"]
     outside = after[:after.index(begin)] + after[after.index(end) + len(end):]
     kept = before if begin not in before else before[:before.index(begin)] + before[before.index(end) + len(end):]
     if outside.strip() != kept.strip():
-        problems.append(f"{results_path}: the text outside the gpu section changed")
+        problems.append("RESULTS.md: the text outside the gpu section changed")
     return problems
 
 
 def dry_run(args) -> int:
-    """The CPU self-check: the whole benchmark at tiny sizes; outputs go to a temporary folder."""
+    """The CPU self-check: the whole benchmark at tiny sizes; its outputs go to a temporary folder."""
     platform = Emulated()
-    folder = Path(tempfile.mkdtemp(prefix="minifcrn-gpu-dry-run-"))
-    results_path = folder / "RESULTS.md"
-    before = common.RESULTS_MD.read_text() if common.RESULTS_MD.exists() else "# Benchmarks\n"
-    results_path.write_text(before)  # a copy: the section is added to it, the rest must survive
     with platform.context():
         run = run_benchmark(platform, DRY_RUN_WORKLOADS, args)
     print_report(run)
-    write_outputs(run, folder / "gpu-dry-run.json", results_path)
-    print("\n" + markdown_section(run))
-    problems = dry_run_checks(run, results_path, before)
+    print("\n" + markdown_section(run) + "\n")
+    before = common.RESULTS_MD.read_text() if common.RESULTS_MD.exists() else "# Benchmarks\n"
+    with tempfile.TemporaryDirectory(prefix="minifcrn-gpu-dry-run-") as tmp:
+        folder = Path(tmp)
+        (folder / "RESULTS.md").write_text(before)  # a copy: the section goes in, the rest must survive
+        write_outputs(run, folder / "gpu.json", folder / "RESULTS.md")
+        problems = dry_run_checks(run, folder, before)
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)
-    print("dry run: " + ("FAILED" if problems else "passed"))
+    print("dry run: " + ("FAILED" if problems else "passed") + " (the outputs above were written to a temporary "
+          "folder, checked, and removed; bench/RESULTS.md untouched)")
     return 1 if problems else 0
 
 
@@ -699,10 +732,9 @@ def parse_args(argv=None):
     args.warmup = args.warmup if args.warmup is not None else (1 if dry else 3)
     args.breakdown_steps = args.breakdown_steps or (2 if dry else 5)
     args.peak_size = args.peak_size or (256 if dry else 8192)
-    if args.out is None:
-        args.out = str(common.RUNS_DIR / f"gpu-{common.now_stamp()}.json")
-    if args.results is None:
-        args.results = str(common.RESULTS_MD)
+    if not dry:
+        args.out = str(common.RUNS_DIR / f"gpu-{common.now_stamp()}.json") if args.out is None else args.out
+        args.results = str(common.RESULTS_MD) if args.results is None else args.results
     return args
 
 
