@@ -34,9 +34,16 @@ case warms up (the first minifcrn call compiles or loads the Numba kernels),
 checks ours against PyTorch once (forward output and input gradients,
 allclose at float32 tolerance; a WARNING line if not), then runs R rounds; in
 round r the runners go in a rotated order (ours, torch, raw / torch, raw, ours
-/ ...) so slow drifts on a noisy machine hit all of them alike, with a short
-sleep before each timed call so spinning pool threads of the other library
-have gone idle.  The table shows medians; the JSON keeps every sample.
+/ ...) so slow drifts on a noisy machine hit all of them alike.  Before each
+timed call a runner sleeps --settle-ms (150 ms: OpenBLAS's worker threads
+busy-wait ~0.1 s after every GEMM and halve the speed of whatever runs next on
+a 2-core box, so without the pause torch would pay for our GEMMs) and then
+makes one untimed call, so the timed call finds its own thread pools awake as
+in back-to-back training steps.  The machine is shared: the load other
+processes put on it is measured per case (/proc/stat), each case first waits
+for the machine to go quiet (--wait-quiet) and is re-timed (--retries) if the
+load was high, keeping the quietest attempt.  The table shows medians; the
+JSON keeps every sample.
 
 Usage:
     python bench/ops.py                       # full run: JSON to bench/runs/, table to bench/RESULTS.md
@@ -260,8 +267,14 @@ class Case:
 
 # -- timing -----------------------------------------------------------------------------
 def time_interleaved(runners: list[tuple[str, callable]], repeats: int, warmup: int,
-                     gap_s: float) -> dict:
-    """Warm each runner up, then ``repeats`` rounds in rotated order; samples per runner."""
+                     settle_s: float) -> dict:
+    """Warm each runner up, then ``repeats`` rounds in rotated order; samples per runner.
+
+    In a round each runner sleeps ``settle_s`` (so the previous runner's spinning
+    pool threads -- OpenBLAS busy-waits ~0.1 s after every GEMM -- have parked),
+    makes one untimed call (wakes its own pools, as in back-to-back training
+    steps) and then one timed call.
+    """
     for _ in range(warmup):
         for _, fn in runners:
             fn()
@@ -273,8 +286,9 @@ def time_interleaved(runners: list[tuple[str, callable]], repeats: int, warmup: 
         for r in range(repeats):
             k = r % len(runners)
             for name, fn in runners[k:] + runners[:k]:
-                if gap_s:
-                    time.sleep(gap_s)
+                if settle_s:
+                    time.sleep(settle_s)
+                fn()
                 samples[name].append(common.timed(fn))
     finally:
         if gc_was_enabled:
@@ -282,44 +296,42 @@ def time_interleaved(runners: list[tuple[str, callable]], repeats: int, warmup: 
     return {name: common.summarize(s) for name, s in samples.items()}
 
 
-def conv_breakdown(case: Case, repeats: int) -> dict:
-    """Median ms of each sub-step of minifcrn's conv2d (mirrors minifcrn/ops/conv.py: im2col + GEMM)."""
-    from minifcrn.ops import conv as C
+def profile_case(case: Case, repeats: int, top: int = 6) -> dict:
+    """cProfile of our raw forward+backward: self time per function, per call, largest first.
 
-    x, w, b = case.arrays
-    g = case.gy
-    n, c, h, wd = x.shape
-    o, _, k, _ = w.shape
-    pad = case.p["padding"]
-    w2 = w.reshape(o, -1)
-    cols = C.im2col(x, k, k, 1, pad)
-    y = w2 @ cols
-    out = np.empty((n, o, h, wd), dtype=x.dtype)
-    gy2 = g.transpose(1, 0, 2, 3).reshape(o, -1)
-    gcols = w2.T @ gy2
-    steps = [
-        ("fwd im2col", lambda: C.im2col(x, k, k, 1, pad)),
-        ("fwd GEMM Y=W@cols", lambda: w2 @ cols),
-        ("fwd transpose+bias", lambda: np.add(y.reshape(o, n, h, wd).transpose(1, 0, 2, 3),
-                                              b.reshape(1, o, 1, 1), out=out)),
-        ("bwd gy transpose", lambda: g.transpose(1, 0, 2, 3).reshape(o, -1)),
-        ("bwd im2col again", lambda: C.im2col(x, k, k, 1, pad)),
-        ("bwd GEMM dW=gy@cols.T", lambda: gy2 @ cols.T),
-        ("bwd db=sum(gy)", lambda: gy2.sum(axis=1)),
-    ]
-    if case.p["input_grad"]:
-        steps += [("bwd GEMM dcols=W.T@gy", lambda: w2.T @ gy2),
-                  ("bwd col2im", lambda: C.col2im(gcols, x.shape, k, k, 1, pad))]
-    result = {}
-    for name, fn in steps:
-        fn()
-        result[name] = common.summarize([common.timed(fn) for _ in range(repeats)])["median_ms"]
-    flops = 2.0 * o * c * k * k * n * h * wd  # one GEMM
-    gemm_ms = sum(v for s, v in result.items() if "GEMM" in s)
-    n_gemm = sum(1 for s in result if "GEMM" in s)
-    return {"steps_ms": result, "sum_ms": sum(result.values()), "gemm_ms": gemm_ms,
-            "gemm_gflops": n_gemm * flops / (gemm_ms * 1e6) if gemm_ms else None,
-            "flops_per_gemm": flops}
+    cProfile only sees Python functions and builtin C functions, so the time of
+    a BLAS GEMM (``@`` / ``np.matmul``), of NumPy ufuncs and slicing, and of a
+    Numba kernel counts toward the Python function that runs it.  Generic on
+    purpose: it follows whatever the engine's code currently is.
+    """
+    import cProfile
+    import pstats
+
+    case.raw()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(repeats):
+        case.raw()
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    entries = []
+    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in stats.items():
+        if filename == "~":
+            name = func.strip("<>").replace("built-in method ", "").replace("method ", "")
+        else:
+            path = Path(filename)
+            try:
+                path = path.resolve().relative_to(common.REPO_DIR)
+            except ValueError:
+                path = Path(path.name)
+            name = f"{path}:{func}"
+        entries.append({"name": name, "self_ms": tottime / repeats * 1e3, "cum_ms": cumtime / repeats * 1e3,
+                        "calls": ncalls / repeats})
+    entries.sort(key=lambda e: -e["self_ms"])
+    total = sum(e["self_ms"] for e in entries)
+    for e in entries:
+        e["share"] = e["self_ms"] / total if total else 0.0
+    return {"total_ms": total, "top": entries[:top]}
 
 
 def fwd_bwd_split(case: Case, repeats: int) -> dict:
@@ -406,7 +418,9 @@ def markdown_section(run: dict) -> str:
         f"- Command: `{run['command']}`",
         f"- Method: batch {run['config']['batch']}, {run['config']['size']}x{run['config']['size']} input, "
         f"float32; per case {run['config']['warmup']} warm-up call(s) then {run['config']['repeats']} "
-        "interleaved rounds (ours/torch/raw in rotated order), median ms of one forward + one backward. "
+        "interleaved rounds (ours/torch/raw in rotated order; before each timed call a "
+        f"{run['config']['settle_ms']:g} ms pause, for OpenBLAS's ~0.1 s post-GEMM spin to end, and one "
+        "untimed call), median ms of one forward + one backward. "
         "\"ours raw\" = the op's Function.forward + Function.backward on raw arrays (no autograd "
         "bookkeeping, no leaf-grad copy). Forward output and input grads checked against torch "
         "(allclose rtol 1e-4, atol 1e-4*max|ref|)"
@@ -437,22 +451,16 @@ def markdown_section(run: dict) -> str:
                                fmt_ms(s["ours_bwd"]), fmt_ms(s["torch_bwd"])])
         lines.append(common.md_table(["case", "ours fwd", "torch fwd", "ours bwd", "torch bwd"],
                                      split_rows, "lrrrr"))
-        convs = [r for r in bd if r["breakdown"].get("conv")]
-        if convs:
-            step_names = []
-            for r in convs:
-                for s in r["breakdown"]["conv"]["steps_ms"]:
-                    if s not in step_names:
-                        step_names.append(s)
-            lines += ["", "minifcrn conv2d sub-steps (median ms; GEMMs on numpy's BLAS):", ""]
-            crow = []
-            for r in convs:
-                cb = r["breakdown"]["conv"]
-                crow.append([r["label"]] + [fmt_ms(cb["steps_ms"].get(s)) if s in cb["steps_ms"] else "-"
-                                            for s in step_names]
-                            + [f"{cb['gemm_gflops']:.0f}"])
-            lines.append(common.md_table(["case"] + step_names + ["GEMM GFLOP/s"], crow,
-                                         "l" + "r" * (len(step_names) + 1)))
+        lines += ["", "Where our time goes: cProfile self time of our raw forward+backward, ms per call "
+                  "(share). BLAS GEMMs (`@`, `np.matmul`), NumPy ufuncs/slicing and Numba kernels count "
+                  "toward the Python function that runs them.", ""]
+        prow = []
+        for r in bd:
+            pr = r["breakdown"]["profile"]
+            items = [f"`{e['name']}` {fmt_ms(e['self_ms'])} ({e['share']:.0%})"
+                     for e in pr["top"] if e["share"] >= 0.03][:4]
+            prow.append([r["label"], fmt_ms(pr["total_ms"]), "; ".join(items)])
+        lines.append(common.md_table(["case", "profiled ms", "largest self times"], prow, "lrl"))
     return "\n".join(lines)
 
 
@@ -481,16 +489,17 @@ def parse_args(argv=None):
                     help="threads for both libraries (default: os.cpu_count() = %(default)s)")
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 15; quick 3)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up calls per runner (default 3; quick 1)")
-    ap.add_argument("--gap-ms", type=float, default=None,
-                    help="sleep before each timed call, so the other library's pool threads stop "
-                         "spinning (default 10; quick 0)")
+    ap.add_argument("--settle-ms", type=float, default=None,
+                    help="sleep before each (untimed call, timed call) pair, so the other library's "
+                         "pool threads stop spinning; OpenBLAS spins ~100 ms after a GEMM "
+                         "(default 150; quick 0)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=96, help="input height = width (multiple of 8)")
     ap.add_argument("--only", action="append", default=[],
                     help="run only the cases whose label contains this (repeatable)")
     ap.add_argument("--no-raw", action="store_true", help="skip the 'ours raw' column")
     ap.add_argument("--breakdown", action="store_true",
-                    help="also time forward vs backward and conv2d's sub-steps (im2col, GEMMs, col2im...)")
+                    help="also time forward vs backward separately and cProfile our side of each case")
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="SECONDS",
                     help="before each case, wait up to SECONDS for other processes to use < 0.3 cores "
                          "(default 60; quick 0 = don't wait); the load is measured and reported either way")
@@ -511,7 +520,7 @@ def parse_args(argv=None):
         ap.error("--size must be a multiple of 8 (three 2x poolings)")
     args.repeats = args.repeats or (3 if args.quick else 15)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
-    args.gap_ms = args.gap_ms if args.gap_ms is not None else (0.0 if args.quick else 10.0)
+    args.settle_ms = args.settle_ms if args.settle_ms is not None else (0.0 if args.quick else 150.0)
     args.wait_quiet = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 60.0)
     args.retries = args.retries if args.retries is not None else (0 if args.quick else 2)
     stamp = common.now_stamp()
@@ -527,6 +536,10 @@ def main(argv=None) -> int:
     common.configure_threads(args.threads)
     _load_libraries()
     threads = common.apply_runtime_threads(args.threads)
+    emulation = getattr(sys.modules.get("minifcrn.backend"), "_emulation", "off")
+    if emulation != "off":
+        print(f"WARNING: minifcrn's CUDA emulation is {emulation!r} (environment); the CPU timings "
+              "below are of the emulated CUDA kernels, not of the Numba/NumPy path", flush=True)
 
     specs = fcrn_a_cases(args.batch, args.size)
     if args.only:
@@ -535,7 +548,7 @@ def main(argv=None) -> int:
             print(f"no case matches {args.only}", file=sys.stderr)
             return 2
     print(f"minifcrn vs torch: {len(specs)} cases, threads={args.threads}, repeats={args.repeats}, "
-          f"warmup={args.warmup}, gap={args.gap_ms:g} ms", flush=True)
+          f"warmup={args.warmup}, settle={args.settle_ms:g} ms", flush=True)
 
     results, warnings = [], []
     t_start = time.perf_counter()
@@ -560,7 +573,7 @@ def main(argv=None) -> int:
         for attempt in range(args.retries + 1):
             quiet = common.wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
             monitor = common.CpuMonitor().start()
-            timing = time_interleaved(runners, args.repeats, args.warmup, args.gap_ms / 1e3)
+            timing = time_interleaved(runners, args.repeats, args.warmup, args.settle_ms / 1e3)
             contention = monitor.stop()
             attempts.append((contention, timing, quiet))
             load = contention["others_cores"]
@@ -579,9 +592,8 @@ def main(argv=None) -> int:
             if args.wait_quiet > 0:
                 common.wait_for_quiet(args.wait_quiet)
             monitor = common.CpuMonitor().start()
-            res["breakdown"] = {"split": fwd_bwd_split(case, args.repeats)}
-            if spec["op"] == "conv":
-                res["breakdown"]["conv"] = conv_breakdown(case, args.repeats)
+            res["breakdown"] = {"split": fwd_bwd_split(case, args.repeats),
+                                "profile": profile_case(case, max(3, args.repeats // 3))}
             res["breakdown"]["contention"] = monitor.stop()
         results.append(res)
         ours, theirs = timing["ours"]["median_ms"], timing["torch"]["median_ms"]
@@ -597,11 +609,12 @@ def main(argv=None) -> int:
         "date": common.now_iso(),
         "command": common.command_line(),
         "config": {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
-                   "gap_ms": args.gap_ms, "batch": args.batch, "size": args.size, "seed": args.seed,
+                   "settle_ms": args.settle_ms, "batch": args.batch, "size": args.size, "seed": args.seed,
                    "quick": args.quick, "only": args.only, "breakdown": args.breakdown,
                    "wait_quiet_s": args.wait_quiet, "retries": args.retries, "noisy_cores": NOISY_CORES,
                    "target_ratio": TARGET_RATIO},
         "threads": threads,
+        "minifcrn_emulation": emulation,
         "machine": common.machine_info(),
         "env": {v: os.environ.get(v) for v in common.THREAD_ENV_VARS},
         "wall_s": time.perf_counter() - t_start,

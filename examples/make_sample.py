@@ -1,6 +1,6 @@
 """Draw the sample image shipped with minifcrn (minifcrn/assets/sample.png) and its true centres.
 
-Fluorescent nuclei as blurred, randomly oriented ellipses of radius 4-6.5 pixels
+Fluorescent nuclei as blurred, randomly oriented ellipses of radius 4-5.5 pixels
 on a dark, unevenly lit background with camera noise, some touching: a few
 lines of NumPy/SciPy, so the package carries no image it did not make.
 
@@ -20,7 +20,7 @@ def draw(size=256, cells=90, seed=7):
     image = np.zeros((size, size))
     centres = rng.uniform(6, size - 6, (cells, 2))  # (x, y)
     for x, y in centres:
-        a, b = rng.uniform(4.0, 6.5), rng.uniform(4.0, 6.5)
+        a, b = rng.uniform(4.0, 5.5), rng.uniform(4.0, 5.5)
         t = rng.uniform(0, np.pi)
         dx, dy = xx - x, yy - y
         u, v = dx * np.cos(t) + dy * np.sin(t), -dx * np.sin(t) + dy * np.cos(t)

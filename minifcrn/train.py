@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 8
     patch_size: int = 96           # the paper's 100, rounded to a multiple of 8
     lr: float = 0.3                # with eq. 3 and the 'mean' loss; see the docstring
-    milestones: list = field(default_factory=list)  # epochs at which lr is divided by 10
+    milestones: list = field(default_factory=list)  # patch epochs at which lr is divided by 10
     momentum: float = 0.9
     weight_decay: float = 5e-4
     loss: str = "mean"             # mse_loss reduction ("batchmean" is eq. 2 literally)
@@ -134,7 +134,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
     for epoch in range(start, end):
         t0 = time.perf_counter()
         patches = epoch < cfg.epochs
-        lr = (base_lr if patches else cfg.finetune_lr) * 0.1 ** sum(m <= epoch for m in cfg.milestones)
+        lr = base_lr * 0.1 ** sum(m <= epoch for m in cfg.milestones) if patches else cfg.finetune_lr
         opt.lr = lr
         batches = (_patch_batch(train_samples, cfg, rng) for _ in range(cfg.steps_per_epoch)) if patches \
             else _whole_image_batches(train_samples, rng)
