@@ -15,7 +15,6 @@ import os
 import platform
 from pathlib import Path
 
-import numpy as np
 
 from minifcrn.count import ASSETS
 from minifcrn.data.samples import load_samples

@@ -11,7 +11,6 @@ how the weights were trained).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -90,11 +89,3 @@ def load_weights(path):
     except ValueError as exc:
         raise InputError(f"{path}: weights do not fit {meta['arch']} ({exc})") from None
     return model, meta
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
