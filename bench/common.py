@@ -106,6 +106,7 @@ def machine_info() -> dict:
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
         "threadpools": threadpool_report(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "engine_fingerprint": engine_fingerprint(),
     }
     try:
         info["numba_threading_layer"] = numba.threading_layer()
@@ -113,14 +114,29 @@ def machine_info() -> dict:
         info["numba_threading_layer"] = None
     try:
         import subprocess
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, check=False,
                                             capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "minifcrn"], cwd=REPO_DIR,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "minifcrn"], cwd=REPO_DIR, check=False,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         info["engine_dirty"] = bool(dirty)
     except Exception:  # noqa: BLE001 - git is optional
         pass
     return info
+
+
+ENGINE_SOURCES = ("ops/*.py", "autograd.py", "backend.py", "functional.py")  # what the op timings run
+
+
+def engine_fingerprint() -> str:
+    """A short hash of the engine sources the ops run (``ENGINE_SOURCES``): equal hashes, same code."""
+    import hashlib
+
+    h = hashlib.sha1()
+    root = REPO_DIR / "minifcrn"
+    for path in sorted(p for pattern in ENGINE_SOURCES for p in root.glob(pattern)):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def machine_line(m: dict) -> str:
@@ -244,7 +260,7 @@ def update_results_section(path: Path, key: str, body: str) -> Path:
     begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     block = f"{begin}\n{body.strip()}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text, count=1)
     else:

@@ -128,8 +128,9 @@ def fcrn_a_cases(batch: int = 8, size: int = 96) -> list[dict]:
                           "layers": [layer_name]}
         shape = out
     result = list(cases.values())
-    for case in result:
+    for index, case in enumerate(result):
         case["count"] = len(case["layers"])
+        case["index"] = index  # seeds the case's data, so --only and re-runs time the same arrays
     return result
 
 
@@ -367,7 +368,7 @@ def build_rows(results: list[dict]):
         ratio = ours / theirs
         layers = ", ".join(r["layers"]) + (f" (x{r['count']})" if r["count"] > 1 else "")
         flag = "yes" if ratio <= TARGET_RATIO else "**no**"
-        warn = "" if r["check"]["ok"] else " (MISMATCH)"
+        warn = ("" if r["check"]["ok"] else " (MISMATCH)") + (" *" if r.get("retimed") else "")
         load = fmt_load((r.get("contention") or {}).get("others_cores"))
         rows.append([r["label"] + warn, layers, fmt_ms(ours), fmt_ms(theirs), fmt_ratio(ratio),
                      fmt_ms(raw), flag, load])
@@ -415,7 +416,10 @@ def markdown_section(run: dict) -> str:
         f"- Threads: {th['requested']} for both (torch {th['torch']}, numba {th['numba']}, "
         f"BLAS via env + threadpoolctl); engine at git {m.get('git_commit', '?')}"
         + (" with uncommitted changes in minifcrn/" if m.get("engine_dirty") else ""),
-        f"- Command: `{run['command']}`",
+        (f"- Command: `{run['command']}`" if "merged_from" not in run else
+         f"- Commands: `{run['merged_from']['command']}` ({run['merged_from']['date']}, "
+         f"`{run['merged_from']['json']}`), then `{run['command']}` re-timed the cases marked * "
+         f"(they were noisy in the first pass) with the engine's code unchanged"),
         f"- Method: batch {run['config']['batch']}, {run['config']['size']}x{run['config']['size']} input, "
         f"float32; per case {run['config']['warmup']} warm-up call(s) then {run['config']['repeats']} "
         "interleaved rounds (ours/torch/raw in rotated order; before each timed call a "
@@ -451,9 +455,9 @@ def markdown_section(run: dict) -> str:
                                fmt_ms(s["ours_bwd"]), fmt_ms(s["torch_bwd"])])
         lines.append(common.md_table(["case", "ours fwd", "torch fwd", "ours bwd", "torch bwd"],
                                      split_rows, "lrrrr"))
-        lines += ["", "Where our time goes: cProfile self time of our raw forward+backward, ms per call "
-                  "(share). BLAS GEMMs (`@`, `np.matmul`), NumPy ufuncs/slicing and Numba kernels count "
-                  "toward the Python function that runs them.", ""]
+        lines += ["", ("Where our time goes: cProfile self time of our raw forward+backward, ms per call "
+                       "(share). BLAS GEMMs (`@`, `np.matmul`), NumPy ufuncs/slicing and Numba kernels count "
+                       "toward the Python function that runs them."), ""]
         prow = []
         for r in bd:
             pr = r["breakdown"]["profile"]
@@ -481,6 +485,44 @@ def print_table(run: dict) -> None:
     print(summary_line(run["results"]).replace("**", ""))
 
 
+# -- re-timing the noisy cases of an earlier run -------------------------------------------
+def is_noisy(result: dict) -> bool:
+    load = (result.get("contention") or {}).get("others_cores")
+    return load is not None and load > NOISY_CORES
+
+
+def load_previous(args):
+    """The earlier run to patch, or None (message printed) if it cannot be merged with this one."""
+    import json
+
+    prev = json.loads(Path(args.rerun_noisy).read_text())
+    problems = []
+    fp_then, fp_now = prev["machine"].get("engine_fingerprint"), common.engine_fingerprint()
+    if fp_then != fp_now:
+        problems.append(f"the engine's code changed (fingerprint {fp_then} then, {fp_now} now)")
+    for key in ("threads", "batch", "size", "seed", "repeats", "warmup", "settle_ms"):
+        if prev["config"].get(key) != getattr(args, key):
+            problems.append(f"--{key.replace('_', '-')} was {prev['config'].get(key)}, now {getattr(args, key)}")
+    if problems and not args.force:
+        print(f"cannot merge with {args.rerun_noisy}: " + "; ".join(problems) + " (--force to merge anyway)",
+              file=sys.stderr)
+        return None
+    for p in problems:
+        print(f"WARNING: merging anyway: {p}", flush=True)
+    return prev
+
+
+def merge_runs(prev: dict, new: dict, prev_path: str) -> dict:
+    """``prev`` with the cases of ``new`` replacing those of the same label."""
+    fresh = {r["label"]: dict(r, retimed=True) for r in new["results"]}
+    merged = dict(new)
+    merged["results"] = [fresh.get(r["label"], r) for r in prev["results"]]
+    merged["merged_from"] = {"json": prev_path, "date": prev["date"], "command": prev["command"],
+                             "retimed": list(fresh)}
+    merged["warnings"] = prev.get("warnings", []) + new["warnings"]
+    return merged
+
+
 # -- main -------------------------------------------------------------------------------
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -506,6 +548,12 @@ def parse_args(argv=None):
     ap.add_argument("--retries", type=int, default=None,
                     help=f"re-time a case up to this many times when other processes kept more than "
                          f"{NOISY_CORES} cores busy during it; the quietest attempt is kept (default 2; quick 0)")
+    ap.add_argument("--rerun-noisy", metavar="RUN.json", default=None,
+                    help=f"re-time only the cases of an earlier run (plus any --only matches) during "
+                         f"which other processes kept more than {NOISY_CORES} cores busy, and write the "
+                         "merged run; refused if the engine's code changed since (see --force)")
+    ap.add_argument("--force", action="store_true",
+                    help="with --rerun-noisy: merge even if the engine's code or the settings differ")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run (few repeats); writes nothing unless --out/--results are given")
@@ -542,7 +590,19 @@ def main(argv=None) -> int:
               "below are of the emulated CUDA kernels, not of the Numba/NumPy path", flush=True)
 
     specs = fcrn_a_cases(args.batch, args.size)
-    if args.only:
+    prev = None
+    if args.rerun_noisy:
+        prev = load_previous(args)
+        if prev is None:
+            return 2
+        wanted = {r["label"] for r in prev["results"] if is_noisy(r)}
+        wanted |= {s["label"] for s in specs if any(o in s["label"] for o in args.only)}
+        specs = [s for s in specs if s["label"] in wanted]
+        if not specs:
+            print(f"{args.rerun_noisy}: no noisy case to re-time", flush=True)
+            return 0
+        print(f"re-timing {len(specs)} case(s) of {args.rerun_noisy}: {', '.join(s['label'] for s in specs)}")
+    elif args.only:
         specs = [s for s in specs if any(o in s["label"] for o in args.only)]
         if not specs:
             print(f"no case matches {args.only}", file=sys.stderr)
@@ -553,7 +613,7 @@ def main(argv=None) -> int:
     results, warnings = [], []
     t_start = time.perf_counter()
     for i, spec in enumerate(specs):
-        case = Case(spec, seed=args.seed + i)
+        case = Case(spec, seed=args.seed + spec["index"])
         t0 = time.perf_counter()
         case.ours()  # first call: compiles / loads the Numba kernels
         compile_s = time.perf_counter() - t0
@@ -621,7 +681,9 @@ def main(argv=None) -> int:
         "warnings": warnings,
         "results": results,
     }
-    run["totals"] = totals(results)
+    if prev is not None:
+        run = merge_runs(prev, run, args.rerun_noisy)
+    run["totals"] = totals(run["results"])
     if args.out:
         path = Path(args.out)
         try:
