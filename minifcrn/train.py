@@ -50,6 +50,7 @@ class TrainConfig:
     max_angle: float = 10.0        # degrees of random rotation
     finetune_epochs: int = 0       # whole-image epochs after the patch epochs
     finetune_lr: float = 0.003
+    finetune_milestones: list = field(default_factory=list)  # whole-image epochs at which lr /= 10
     seed: int = 0
     device: str = "cpu"
     channel: object = "grey"
@@ -82,6 +83,7 @@ def _patch_batch(samples, cfg, rng):
 
 
 def _whole_image_batches(samples, rng):
+    """Each training image once, in random order, under a random one of the 8 flips/transposes."""
     for k in rng.permutation(len(samples)):
         s = samples[k]
         image, target = standardize_patch(s.image), density_map(s.points, s.image.shape)
@@ -89,6 +91,8 @@ def _whole_image_batches(samples, rng):
             image, target = image[:, ::-1], target[:, ::-1]
         if rng.random() < 0.5:
             image, target = image[::-1], target[::-1]
+        if rng.random() < 0.5:  # the network is fully convolutional: any shape is a batch of one
+            image, target = image.T, target.T
         yield np.ascontiguousarray(image)[None, None], np.ascontiguousarray(target)[None, None]
 
 
@@ -134,7 +138,10 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
     for epoch in range(start, end):
         t0 = time.perf_counter()
         patches = epoch < cfg.epochs
-        lr = base_lr * 0.1 ** sum(m <= epoch for m in cfg.milestones) if patches else cfg.finetune_lr
+        if patches:
+            lr = base_lr * 0.1 ** sum(m <= epoch for m in cfg.milestones)
+        else:
+            lr = cfg.finetune_lr * 0.1 ** sum(m <= epoch - cfg.epochs for m in cfg.finetune_milestones)
         opt.lr = lr
         batches = (_patch_batch(train_samples, cfg, rng) for _ in range(cfg.steps_per_epoch)) if patches \
             else _whole_image_batches(train_samples, rng)

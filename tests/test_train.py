@@ -35,12 +35,14 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def test_outputs_and_log(tmp_path):
-    cfg = TrainConfig(**{**TINY, "milestones": [1], "finetune_lr": 0.005})
+    cfg = TrainConfig(**{**TINY, "milestones": [1], "finetune_lr": 0.005, "finetune_epochs": 3,
+                         "finetune_milestones": [2]})
     summary = fit([blobs(k) for k in range(3)], [blobs(9)], cfg, tmp_path, progress=False)
     lines = (tmp_path / "log.csv").read_text().splitlines()
-    assert lines[0] == "epoch,phase,lr,train_loss,val_mae,seconds" and len(lines) == 4
-    assert [h["phase"] for h in summary["history"]] == ["patches", "patches", "whole"]
-    assert [h["lr"] for h in summary["history"]] == pytest.approx([0.1, 0.01, 0.005])  # milestones: patches only
+    assert lines[0] == "epoch,phase,lr,train_loss,val_mae,seconds" and len(lines) == 6
+    assert [h["phase"] for h in summary["history"]] == ["patches", "patches", "whole", "whole", "whole"]
+    # each phase has its own schedule, counted from its first epoch
+    assert [h["lr"] for h in summary["history"]] == pytest.approx([0.1, 0.01, 0.005, 0.005, 0.0005])
     model, meta = load_weights(tmp_path / "best.npz")
     assert model.arch == "fcrn-a" and meta["record"]["best"] == summary["best"]
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
