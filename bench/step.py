@@ -2,7 +2,9 @@
 
     python bench/step.py [fcrn-a|fcrn-b]
 """
-import numpy as np, time, sys, minifcrn as mf, minifcrn.functional as F
+import numpy as np, time, sys
+import minifcrn as mf, minifcrn.functional as F  # first: OMP_WAIT_POLICY=PASSIVE then holds for
+import torch  # both libraries (Numba's OpenMP is PyTorch's once torch is loaded; torch's step moved <3%)
 from minifcrn.models import FCRN
 from minifcrn import optim
 arch = sys.argv[1] if len(sys.argv) > 1 else "fcrn-a"
@@ -15,7 +17,7 @@ ts=[]
 for _ in range(5):
     t=time.perf_counter(); step(); ts.append(time.perf_counter()-t)
 print(arch, 'step median', np.median(ts))
-import torch
+
 torch.set_num_threads(2)
 tm = torch.nn.Sequential(*[l for l in [
  torch.nn.Conv2d(1,32,3,padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),

@@ -10,11 +10,15 @@
 __device__ __forceinline__ long long first_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long long grid_stride() { return (long long)blockDim.x * gridDim.x; }
 
-/* One thread per element t of n:  y[t] = x[t] < 0 ? 0 : x[t]  (NaN and -0 pass through). */
+/* ReLU as NumPy's maximum(x, 0): NaN passes through, -0 becomes +0. */
+template <typename T>
+__device__ __forceinline__ T relu(T v) { return (v > 0 || v != v) ? v : T(0); }
+
+/* One thread per element t of n:  y[t] = relu(x[t]). */
 template <typename T>
 __device__ void relu_forward(const T* __restrict__ x, int n, T* __restrict__ y)
 {
-    for (long long t = first_index(); t < n; t += grid_stride()) y[t] = x[t] < 0 ? T(0) : x[t];
+    for (long long t = first_index(); t < n; t += grid_stride()) y[t] = relu(x[t]);
 }
 
 /* One thread per element t of n:  dx[t] = dy[t] * [y[t] > 0]  (a product, as NumPy's
@@ -33,8 +37,7 @@ __device__ void bias_relu_forward(const T* __restrict__ x, const T* __restrict__
 {
     const long long total = (long long)N * C * HW;
     for (long long t = first_index(); t < total; t += grid_stride()) {
-        const T v = x[t] + b[t / HW % C];
-        y[t] = v < 0 ? T(0) : v;
+        y[t] = relu(x[t] + b[t / HW % C]);
     }
 }
 

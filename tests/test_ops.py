@@ -257,7 +257,7 @@ def test_nan_and_inf_propagate(device):
 def test_conv2d_stride1_chunking(device, monkeypatch, case):
     """The stride-1 CPU path cut into tiny chunks still matches the loops, forward and backward."""
     from minifcrn.ops import conv
-    monkeypatch.setattr(conv, "CHUNK", 5)
+    monkeypatch.setattr(conv, "_chunk", lambda rows, plane: min(5, plane))
     n, c, o, h, w, k, _, p, with_bias, seed = case
     assume(h + 2 * p >= k and w + 2 * p >= k)
     rng = np.random.default_rng(seed)
@@ -267,16 +267,19 @@ def test_conv2d_stride1_chunking(device, monkeypatch, case):
     gradcheck(lambda a, b: F.conv2d(a, b, padding=p), [x, wt], device=device, seed=seed)
 
 
-def test_conv2d_stride1_path_matches_im2col_path_on_large_grids():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv2d_stride1_path_matches_im2col_path_on_large_grids(dtype):
     from minifcrn.ops import conv
     rng = np.random.default_rng(5)
-    x, w, gy = rand(rng, 3, 5, 41, 37), rand(rng, 6, 5, 3, 3), rand(rng, 3, 6, 41, 37)
+    x, w, gy = (a.astype(dtype) for a in (rand(rng, 3, 5, 41, 37), rand(rng, 6, 5, 3, 3), rand(rng, 3, 6, 41, 37)))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
     fast = conv.conv2d_forward_stride1(x, w, None, 1)
     ref_y = (w.reshape(6, -1) @ conv.im2col(x, 3, 3, 1, 1)).reshape(6, 3, 41, 37).transpose(1, 0, 2, 3)
-    np.testing.assert_allclose(fast, ref_y, rtol=1e-12, atol=1e-12 * np.abs(ref_y).max())
+    np.testing.assert_allclose(fast, ref_y, rtol=tol, atol=tol * np.abs(ref_y).max())
     gx, gw = conv.conv2d_backward_stride1(x, w, gy, 1, True, True)
+    assert fast.dtype == gx.dtype == gw.dtype == dtype
     gy2 = gy.transpose(1, 0, 2, 3).reshape(6, -1)
     ref_gw = (gy2 @ conv.im2col(x, 3, 3, 1, 1).T).reshape(w.shape)
     ref_gx = conv.col2im(w.reshape(6, -1).T @ gy2, x.shape, 3, 3, 1, 1)
-    np.testing.assert_allclose(gw, ref_gw, rtol=1e-12, atol=1e-12 * np.abs(ref_gw).max())
-    np.testing.assert_allclose(gx, ref_gx, rtol=1e-12, atol=1e-12 * np.abs(ref_gx).max())
+    np.testing.assert_allclose(gw, ref_gw, rtol=tol, atol=tol * np.abs(ref_gw).max())
+    np.testing.assert_allclose(gx, ref_gx, rtol=tol, atol=tol * np.abs(ref_gx).max())

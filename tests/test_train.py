@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import minifcrn as mf
+
 from minifcrn.cli import main
 from minifcrn.data import Sample, density_map
 from minifcrn.io import load_npz, load_weights
@@ -69,3 +71,20 @@ def test_train_cli(tmp_path, capsys):
     assert code == 0
     assert "best validation MAE" in capsys.readouterr().out
     assert (tmp_path / "run" / "best.npz").is_file()
+
+
+def test_count_term_of_the_loss():
+    """count_weight adds lambda * mean over images of (mean(pred) - mean(target))^2 to the MSE."""
+    from minifcrn.train import training_loss
+    rng = np.random.default_rng(0)
+    pred, target = rng.random((3, 1, 5, 4)), rng.random((3, 1, 5, 4))
+    mse = np.mean((pred - target) ** 2)
+    count = np.mean(np.mean(pred - target, axis=(1, 2, 3)) ** 2)
+    for weight in (0.0, 7.0):
+        got = training_loss(mf.tensor(pred), mf.tensor(target), TrainConfig(count_weight=weight)).item()
+        assert got == pytest.approx(mse + weight * count, rel=1e-12)
+    p = mf.tensor(pred, requires_grad=True)
+    training_loss(p, mf.tensor(target), TrainConfig(count_weight=7.0)).backward()
+    per_image = np.mean(pred - target, axis=(1, 2, 3))[:, None, None, None]
+    expected = 2 * (pred - target) / pred.size + 7.0 * 2 * per_image / 3 / (5 * 4)
+    np.testing.assert_allclose(p.grad, expected, rtol=1e-10)

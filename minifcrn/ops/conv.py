@@ -30,6 +30,7 @@ import numpy as np
 
 from minifcrn.autograd import Function
 from minifcrn.backend import find_kernel, get_array_module
+from minifcrn.ops.gemm import N, T, gemm_for, gemm_rowmajor
 
 
 @numba.njit(parallel=True, cache=True)
@@ -122,83 +123,120 @@ def check_conv2d_args(x, w, b, stride, padding):
                         f"{', '.join(sorted(str(d) for d in dtypes))}")
 
 
-# -- the CPU path for stride 1: shifted slices of a flattened padded grid ------------------
+# -- the CPU path for stride 1: one matrix product per kernel tap, on shifted windows --------
 #
-# Lay the zero-padded input out as flat (C, N*Hp*Wp): then the tap (u, v) of every
-# output position q = n*Hp*Wp + i*Wp + j is flat[:, q + u*Wp + v], so a row of the
-# column matrix is one contiguous slice.  Positions with i >= Ho or j >= Wo are
-# computed and dropped.  The grid is processed CHUNK columns at a time, so the
-# column block stays in cache and no layer-sized buffer is ever built.  The input
-# gradient is the same construction on the output gradient with the taps mirrored,
-# a gather: dx[:, q] = sum_{u,v} w[:, :, u, v].T @ g[:, q - u*Wp - v].
+# Zero-pad each plane of x to hp x wp and lay the planes end to end in one flat
+# buffer xp.  The tap (u, v) of output position q = i*wp + j of a plane is the
+# input at q + u*wp + v, so for every image n and tap t = (u, v), with the shift
+# d_t = u*wp + v and W_t = w[:, :, u, v] (O, C):
+#
+#     y[n][:, q]     = sum_t W_t @ xp[n][:, q + d_t]        forward
+#     gW_t          += g[n][:, q] @ xp[n][:, q + d_t].T      weight gradient
+#     gxp[n][:, q]   = sum_t W_t.T @ g[n][:, q - d_t]        input gradient (a gather)
+#
+# where g is the output gradient on the same padded grid, zero outside the
+# Ho x Wo outputs.  Each is a BLAS gemm on a window of a buffer (row stride =
+# the plane size), accumulated in place: no column matrix is ever built.
+# Positions with i >= Ho or j >= Wo are computed and dropped; the windows that
+# run past a plane read the next plane (or a zero margin) only for them.  The
+# positions are taken a chunk at a time so the output block stays in cache.
 
-CHUNK = 2048  # padded-grid positions per matrix product
 
-
-def _flat_padded(a, top, left, hp, wp, front=0, back=0):
-    """a (N, C, H, W) as (C, front + N*hp*wp + back): a at (top, left) of each hp x wp block, zeros elsewhere."""
+def _padded_planes(a, top, left, hp, wp, front=0, back=0):
+    """a (N, C, H, W) at (top, left) of zeroed hp x wp planes, flattened, with zero margins."""
     n, c, h, w = a.shape
-    flat = np.zeros((c, front + n * hp * wp + back), dtype=a.dtype)
-    flat[:, front:front + n * hp * wp].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + w] = \
-        a.transpose(1, 0, 2, 3)
-    return flat
+    buf = np.zeros(front + n * c * hp * wp + back, dtype=a.dtype)
+    buf[front:front + n * c * hp * wp].reshape(n, c, hp, wp)[:, :, top:top + h, left:left + w] = a
+    return buf
 
 
-def _gather_taps(flat, starts, begin, size, out):
-    """out[:, t, :] = flat[:, begin + starts[t] : ... + size], the column block of one chunk."""
-    for t, start in enumerate(starts):
-        out[:, t, :size] = flat[:, begin + start:begin + start + size]
-    return out[:, :, :size].reshape(-1, size) if size == out.shape[2] else \
-        np.ascontiguousarray(out[:, :, :size]).reshape(-1, size)
+def _chunk(rows, plane):
+    """Positions per gemm: the written block (rows x chunk) stays about 512 KiB of float32."""
+    return min(plane, max(256, (1 << 17) // rows))
+
+
+@numba.njit(cache=True)
+def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, y):
+    o, k = wc.shape  # wc[o, t*c + ci] = w[o, ci, u, v]: W_t is the column block t, row stride k
+    n_taps = shifts.size
+    c = k // n_taps
+    w_flat = wc.ravel()
+    for n in range(n_images):
+        for s in range(0, plane, chunk):
+            size = min(chunk, plane - s)
+            for t in range(n_taps):  # y[n][:, s:s+size] (+)= W_t @ xp[n][:, s+d_t : ...]
+                gemm_rowmajor(gemm, N, N, o, size, c, 1.0, w_flat[t * c:], k,
+                              xp[n * c * plane + s + shifts[t]:], plane,
+                              0.0 if t == 0 else 1.0, y[n * o * plane + s:], plane)
+
+
+@numba.njit(cache=True)
+def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n_images, plane, chunk, gw):
+    o, k = gw.shape
+    c = k // shifts.size
+    gw_flat = gw.ravel()
+    for n in range(n_images):  # (BLAS must not be called from inside a parallel loop: OpenMP and
+        for s in range(0, plane, chunk):  # OpenBLAS's own threads can deadlock)
+            size = min(chunk, plane - s)
+            for t in range(shifts.size):  # gW_t += g[n][:, s:s+size] @ xp[n][:, s+d_t : ...].T
+                gemm_rowmajor(gemm, N, T, o, c, size, 1.0, g[front + n * o * plane + s:], plane,
+                              xp[n * c * plane + s + shifts[t]:], plane, 1.0, gw_flat[t * c:], k)
+
+
+@numba.njit(cache=True)
+def _conv2d_input_grad_taps(gemm, g, wc, shifts, front, n_images, plane, chunk, gxp):
+    o, k = wc.shape
+    c = k // shifts.size
+    w_flat = wc.ravel()
+    for n in range(n_images):
+        for s in range(0, plane, chunk):
+            size = min(chunk, plane - s)
+            for t in range(shifts.size):  # gxp[n][:, s:s+size] (+)= W_t.T @ g[n][:, s-d_t : ...]
+                gemm_rowmajor(gemm, T, N, c, size, o, 1.0, w_flat[t * c:], k,
+                              g[front + n * o * plane + s - shifts[t]:], plane, 0.0 if t == 0 else 1.0,
+                              gxp[n * c * plane + s:], plane)
 
 
 def conv2d_forward_stride1(x, w, b, padding):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     hp, wp = h + 2 * padding, wd + 2 * padding
-    ho, wo, grid = hp - kh + 1, wp - kw + 1, n * hp * wp
-    taps = [u * wp + v for u in range(kh) for v in range(kw)]
-    flat = _flat_padded(x, padding, padding, hp, wp, back=taps[-1])
-    w2 = w.reshape(o, -1)
-    y = np.empty((o, grid), dtype=x.dtype)
-    block = np.empty((c, len(taps), CHUNK), dtype=x.dtype)
-    for s in range(0, grid, CHUNK):
-        size = min(CHUNK, grid - s)
-        np.matmul(w2, _gather_taps(flat, taps, s, size, block), out=y[:, s:s + size])
-    out = np.empty((n, o, ho, wo), dtype=x.dtype)
-    y = y.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
-    if b is None:
-        out[...] = y
-    else:
-        np.add(y, b.reshape(1, o, 1, 1), out=out)  # bias added in the same pass as the transpose
-    return out
+    ho, wo, plane = hp - kh + 1, wp - kw + 1, hp * wp
+    shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
+    xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
+    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
+    y = np.empty(n * o * plane, dtype=x.dtype)
+    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, _chunk(o, plane), y)
+    y = y.reshape(n, o, hp, wp)[:, :, :ho, :wo]
+    return y + b.reshape(1, o, 1, 1) if b is not None else np.ascontiguousarray(y)
 
 
 def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     hp, wp = h + 2 * padding, wd + 2 * padding
-    grid = n * hp * wp
-    taps = [u * wp + v for u in range(kh) for v in range(kw)]
-    last = taps[-1]
-    g = _flat_padded(gy, 0, 0, hp, wp, front=last)  # output gradient on the padded grid
-    flat = _flat_padded(x, padding, padding, hp, wp, back=last) if need_w else None
-    gw = np.zeros((o, c * kh * kw), dtype=x.dtype) if need_w else None
-    dx = np.empty((c, grid), dtype=x.dtype) if need_x else None
-    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)  # mirrored taps
-    block = np.empty((c, len(taps), CHUNK), dtype=x.dtype)
-    gblock = np.empty((o, len(taps), CHUNK), dtype=x.dtype)
-    for s in range(0, grid, CHUNK):
-        size = min(CHUNK, grid - s)
-        if need_w:
-            gw += g[:, last + s:last + s + size] @ _gather_taps(flat, taps, s, size, block).T
-        if need_x:
-            np.matmul(wt, _gather_taps(g, taps, s, size, gblock), out=dx[:, s:s + size])
-    gx = None
+    plane = hp * wp
+    shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
+    front = back = shifts[-1]
+    g = _padded_planes(gy, 0, 0, hp, wp, front=front)  # zero outside the outputs
+    xp = _padded_planes(x, padding, padding, hp, wp, back=back) if need_w else np.empty(0, x.dtype)
+    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
+    gemm = gemm_for(x.dtype)
+    gx = gw = None
+    if need_w:
+        gw = np.zeros((o, kh * kw * c), dtype=x.dtype)
+        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, _chunk(o, plane), gw)
+        gw = np.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     if need_x:
-        gx = np.ascontiguousarray(
-            dx.reshape(c, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd].transpose(1, 0, 2, 3))
-    return gx, (gw.reshape(w.shape) if need_w else None)
+        gxp = np.empty(n * c * plane, dtype=x.dtype)
+        _conv2d_input_grad_taps(gemm, g, wc, shifts, front, n, plane, _chunk(c, plane), gxp)
+        gx = np.ascontiguousarray(gxp.reshape(n, c, hp, wp)[:, :, padding:padding + h, padding:padding + wd])
+    return gx, gw
+
+
+def _use_taps(x, stride):
+    """The stride-1 gemm path: on the CPU, for float32/float64."""
+    return stride == 1 and gemm_for(x.dtype) is not None and find_kernel(x, "conv.cu", "im2col") is None
 
 
 class Conv2d(Function):
@@ -210,7 +248,7 @@ class Conv2d(Function):
     def forward(self, x, w, b=None):
         check_conv2d_args(x, w, b, self.stride, self.padding)
         self.x, self.w = x, w
-        if self.stride == 1 and find_kernel(x, "conv.cu", "im2col") is None:
+        if _use_taps(x, self.stride):
             return conv2d_forward_stride1(x, w, b, self.padding)
         xp = get_array_module(x)
         n, _, _, _ = x.shape
@@ -233,7 +271,7 @@ class Conv2d(Function):
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         gb = gy.sum(axis=(0, 2, 3)) if need_b else None
-        if self.stride == 1 and find_kernel(x, "conv.cu", "im2col") is None:
+        if _use_taps(x, self.stride):
             gx, gw = conv2d_backward_stride1(x, w, gy, self.padding, need_x, need_w)
             return gx, gw, gb
         gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, N*Ho*Wo)

@@ -72,6 +72,21 @@ def _max_pool2d_backward_cpu(gy, argmax, k, s, gx):
                 gx[n, c, p, q] = total
 
 
+@numba.njit(parallel=True, cache=True)
+def _max_pool2d_backward_disjoint_cpu(gy, argmax, gx):
+    """Windows that do not overlap (stride >= kernel): each input receives at most one
+    output's gradient, so the gradients are written straight to their argmax (CPU only)."""
+    n_, c_, h, w = gx.shape
+    _, _, ho, wo = gy.shape
+    for nc in numba.prange(n_ * c_):
+        n, c = nc // c_, nc % c_
+        plane = gx[n, c].ravel()  # a view: gx is C-contiguous
+        plane[:] = 0.0
+        for i in range(ho):
+            for j in range(wo):
+                plane[argmax[n, c, i, j]] = gy[n, c, i, j]
+
+
 def max_pool2d_forward(x, k, s):
     """(y, argmax) for x (N, C, H, W); argmax holds int32 flat indices into each plane."""
     xp = get_array_module(x)
@@ -92,7 +107,9 @@ def max_pool2d_backward(gy, argmax, x_shape, k, s):
     xp = get_array_module(gy)
     gx = xp.empty(x_shape, dtype=gy.dtype)
     kernel = find_kernel(gy, "pool.cu", "max_pool2d_backward")
-    if kernel is None:
+    if kernel is None and s >= k:
+        _max_pool2d_backward_disjoint_cpu(np.ascontiguousarray(gy), argmax, gx)
+    elif kernel is None:
         _max_pool2d_backward_cpu(gy, argmax, k, s, gx)
     else:
         n, c, h, w = x_shape

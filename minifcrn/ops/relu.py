@@ -4,7 +4,8 @@
     backward:  dx = dy * [y > 0]
 
 Only the output y is saved.  At x = 0 the gradient is 0.  NaN stays NaN
-forward; its gradient is 0.
+forward; its gradient is 0.  As NumPy's ``maximum(x, 0)``, relu(-0) = +0;
+``relu_forward`` in ``kernels/elementwise.cu`` gives the same bits.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def relu_forward(x):
     xp = get_array_module(x)
     kernel = find_kernel(x, "elementwise.cu", "relu_forward")
     if kernel is None:
-        return xp.where(x < 0, xp.zeros((), dtype=x.dtype), x)  # keeps NaN, unlike x * (x > 0)
+        return xp.maximum(x, x.dtype.type(0))  # keeps NaN, unlike x * (x > 0)
     y = xp.empty(x.shape, dtype=x.dtype)
     kernel(y.size, xp.ascontiguousarray(x), y.size, y)
     return y
