@@ -59,7 +59,11 @@ class Function:
         if _grad_enabled and any(self.needs_input_grad):
             output.requires_grad = True
             output.creator = self
-            self.inputs = tensors
+            # The graph keeps where each input's gradient goes, not the input itself: the
+            # leaf to accumulate into, or the function that made it (None: not wanted).
+            # An intermediate array then lives only as long as some backward saved it.
+            self.inputs = [None if not t.requires_grad else t if t.creator is None else t.creator
+                           for t in tensors]
         else:
             self.release()
         return output
@@ -156,13 +160,13 @@ class Tensor:
                 raise RuntimeError(f"backward: the graph through {fn.op_name} was already "
                                    "released; run the forward pass again")
             gxs = fn.backward(pending.pop(id(fn)))
-            for t, g in zip(fn.inputs, gxs):
-                if g is None or not t.requires_grad:
+            for source, g in zip(fn.inputs, gxs):
+                if g is None or source is None:
                     continue
-                if t.creator is None:
-                    _accumulate(t, g)
+                if isinstance(source, Tensor):
+                    _accumulate(source, g)
                 else:
-                    key = id(t.creator)
+                    key = id(source)
                     pending[key] = g if key not in pending else pending[key] + g
             fn.release()
 
@@ -201,9 +205,8 @@ def _topological_order(root: Function) -> list:
             order.append(fn)
             continue
         stack.append((fn, True))
-        for t in fn.inputs or ():
-            parent = t.creator
-            if parent is not None and id(parent) not in visited:
+        for parent in fn.inputs or ():
+            if isinstance(parent, Function) and id(parent) not in visited:
                 visited.add(id(parent))
                 stack.append((parent, False))
     return order[::-1]

@@ -162,3 +162,16 @@ def test_cuda_without_gpu_says_what_to_install():
         pytest.skip("a GPU is present")
     with pytest.raises(mf.backend.DeviceError, match=r"pip install \"minifcrn\[gpu\]\""):
         mf.tensor([1.0], device="cuda")
+
+
+def test_graph_holds_only_what_backward_saved():
+    """An intermediate result nobody's backward needs is freed while the graph waits for backward."""
+    x = mf.tensor(np.arange(-2.0, 3.0), requires_grad=True)
+    h = x * 2.0  # relu's input: relu's backward needs only its output
+    h_data = weakref.ref(h.data)
+    y = F.relu(h).sum()
+    del h
+    gc.collect()
+    assert h_data() is None
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [0, 0, 0, 2, 2])

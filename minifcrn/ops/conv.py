@@ -140,6 +140,11 @@ def check_conv2d_args(x, w, b, stride, padding):
 # Positions with i >= Ho or j >= Wo are computed and dropped; the windows that
 # run past a plane read the next plane (or a zero margin) only for them.  The
 # positions are taken a chunk at a time so the output block stays in cache.
+# With few input channels (the first layer's one), a product per tap would have
+# an inner dimension of C = 1: there the chunk's taps are stacked into one
+# (taps*C, chunk) block first (im2col of a chunk) and multiplied once.
+
+STACK_MAX_K = 64  # taps * C up to which the taps are stacked
 
 
 def _padded_planes(a, top, left, hp, wp, front=0, back=0):
@@ -150,13 +155,28 @@ def _padded_planes(a, top, left, hp, wp, front=0, back=0):
     return buf
 
 
+def _stack_buffer(k, chunk, dtype):
+    """Scratch for stacking a chunk's taps (k = taps * C rows), or an empty array: a product per tap."""
+    return np.empty(k * chunk if k <= STACK_MAX_K else 0, dtype=dtype)
+
+
 def _chunk(rows, plane):
     """Positions per gemm: the written block (rows x chunk) stays about 512 KiB of float32."""
     return min(plane, max(256, (1 << 17) // rows))
 
 
 @numba.njit(cache=True)
-def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, y):
+def _stack_taps(xp, at, shifts, c, plane, size, stack):
+    """stack[t*c + ci, :size] = xp[at + ci*plane + shifts[t] : ... + size]: one chunk's columns."""
+    for t in range(shifts.size):
+        for ci in range(c):
+            row, start = (t * c + ci) * size, at + ci * plane + shifts[t]
+            for q in range(size):
+                stack[row + q] = xp[start + q]
+
+
+@numba.njit(cache=True)
+def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, stack, y):
     o, k = wc.shape  # wc[o, t*c + ci] = w[o, ci, u, v]: W_t is the column block t, row stride k
     n_taps = shifts.size
     c = k // n_taps
@@ -164,6 +184,10 @@ def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, y):
     for n in range(n_images):
         for s in range(0, plane, chunk):
             size = min(chunk, plane - s)
+            if stack.size:  # y[n][:, s:s+size] = W @ stacked taps
+                _stack_taps(xp, n * c * plane + s, shifts, c, plane, size, stack)
+                gemm_rowmajor(gemm, N, N, o, size, k, 1.0, w_flat, k, stack, size, 0.0, y[n * o * plane + s:], plane)
+                continue
             for t in range(n_taps):  # y[n][:, s:s+size] (+)= W_t @ xp[n][:, s+d_t : ...]
                 gemm_rowmajor(gemm, N, N, o, size, c, 1.0, w_flat[t * c:], k,
                               xp[n * c * plane + s + shifts[t]:], plane,
@@ -171,13 +195,18 @@ def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, y):
 
 
 @numba.njit(cache=True)
-def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n_images, plane, chunk, gw):
+def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n_images, plane, chunk, stack, gw):
     o, k = gw.shape
     c = k // shifts.size
     gw_flat = gw.ravel()
     for n in range(n_images):  # (BLAS must not be called from inside a parallel loop: OpenMP and
         for s in range(0, plane, chunk):  # OpenBLAS's own threads can deadlock)
             size = min(chunk, plane - s)
+            if stack.size:  # gW += g[n][:, s:s+size] @ (stacked taps).T
+                _stack_taps(xp, n * c * plane + s, shifts, c, plane, size, stack)
+                gemm_rowmajor(gemm, N, T, o, k, size, 1.0, g[front + n * o * plane + s:], plane, stack, size,
+                              1.0, gw_flat, k)
+                continue
             for t in range(shifts.size):  # gW_t += g[n][:, s:s+size] @ xp[n][:, s+d_t : ...].T
                 gemm_rowmajor(gemm, N, T, o, c, size, 1.0, g[front + n * o * plane + s:], plane,
                               xp[n * c * plane + s + shifts[t]:], plane, 1.0, gw_flat[t * c:], k)
@@ -206,7 +235,9 @@ def conv2d_forward_stride1(x, w, b, padding):
     xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
     y = np.empty(n * o * plane, dtype=x.dtype)
-    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, _chunk(o, plane), y)
+    chunk = _chunk(o, plane)
+    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, chunk,
+                         _stack_buffer(wc.shape[1], chunk, x.dtype), y)
     y = y.reshape(n, o, hp, wp)[:, :, :ho, :wo]
     return y + b.reshape(1, o, 1, 1) if b is not None else np.ascontiguousarray(y)
 
@@ -225,7 +256,9 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     gx = gw = None
     if need_w:
         gw = np.zeros((o, kh * kw * c), dtype=x.dtype)
-        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, _chunk(o, plane), gw)
+        chunk = _chunk(o, plane)
+        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, chunk,
+                                 _stack_buffer(gw.shape[1], chunk, x.dtype), gw)
         gw = np.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     if need_x:
         gxp = np.empty(n * c * plane, dtype=x.dtype)

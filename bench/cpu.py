@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""FCRN on the CPU: minifcrn vs PyTorch, whole training steps and inference, time and memory.
+
+Workloads (float32, single-channel input), for FCRN-A and FCRN-B:
+
+    train  batch 8 of 96x96   forward, MSE ('mean'), backward, momentum SGD step
+    train  batch 1 of 256x256
+    infer  1 x 256x256        forward only, no graph
+    infer  1 x 1024x1024
+
+Method: the same thread count for both libraries (environment before import,
+then the libraries' own APIs); minifcrn is imported first, so its
+OMP_WAIT_POLICY=PASSIVE default holds for PyTorch's OpenMP threads too (it
+moved PyTorch's FCRN-A step by under 3% here).  Both networks get the same
+weights (ours copied into a PyTorch twin built from our layer list), and the
+first outputs are compared.  After warm-up, ours and PyTorch's calls alternate,
+``--repeats`` rounds, and the medians are reported, with the achieved
+convolution GFLOP/s and its fraction of NumPy's float32 matrix-product rate
+measured in the same run (a 2048x2048 product).
+
+Peak memory of a training step: each library in a fresh subprocess builds the
+model and batch, runs two steps, then reads the resident set before a third
+step and its high-water mark after it (``/proc/self/status`` VmRSS, VmHWM
+reset through ``/proc/self/clear_refs``): the step's own peak above what was
+already resident.
+
+Per-op breakdown of our step: every ``Function``'s forward and backward are
+timed (wall clock, summed per op and direction) over ``--repeats`` steps.
+
+Usage:
+    python bench/cpu.py                    # everything; JSON to bench/runs/, table to bench/RESULTS.md
+    python bench/cpu.py --arch fcrn-a --repeats 3 --no-results
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+WORKLOADS = [("train", 8, 96), ("train", 1, 256), ("infer", 1, 256), ("infer", 1, 1024)]
+TARGETS = {"train": 1.5, "infer": 1.0, "memory": 1.5}  # the issue's closing thresholds (train goal 1.0)
+
+
+def load():
+    global np, torch, mf, F, mnn, FCRN, optim
+    import minifcrn as mf  # first: see the docstring
+    import minifcrn.functional as F
+    import minifcrn.nn as mnn
+    from minifcrn import optim
+    from minifcrn.models import FCRN
+    import numpy as np
+    import torch
+
+
+# -- the two networks -------------------------------------------------------------------------
+def torch_twin(model):
+    """A PyTorch network with the layers of our ``model``, in order, holding its weights."""
+    layers = []
+    for _, layer in model.layers:
+        if isinstance(layer, mnn.Conv2d):
+            o, c, k, _ = layer.weight.shape
+            conv = torch.nn.Conv2d(c, o, k, stride=layer.stride, padding=layer.padding, bias=layer.bias is not None)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(layer.weight.numpy()))
+                if layer.bias is not None:
+                    conv.bias.copy_(torch.from_numpy(layer.bias.numpy()))
+            layers.append(conv)
+        elif isinstance(layer, mnn.ReLU):
+            layers.append(torch.nn.ReLU())
+        elif isinstance(layer, mnn.MaxPool2d):
+            layers.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride))
+        elif isinstance(layer, mnn.UpsampleBilinear):
+            layers.append(torch.nn.Upsample(scale_factor=layer.scale_factor, mode="bilinear", align_corners=False))
+        else:
+            raise TypeError(f"no PyTorch twin for {layer!r}")
+    return torch.nn.Sequential(*layers)
+
+
+def conv_flops(model, batch, size, kind):
+    """Convolution FLOPs of one call: 2*N*Ho*Wo*O*C*k*k per conv; a step is 3x less conv1's dx."""
+    flops, side = [], size
+    for _, layer in model.layers:
+        if isinstance(layer, mnn.Conv2d):
+            o, c, k, _ = layer.weight.shape
+            flops.append(2 * batch * side * side * o * c * k * k)
+        elif isinstance(layer, mnn.MaxPool2d):
+            side //= 2
+        elif isinstance(layer, mnn.UpsampleBilinear):
+            side *= layer.scale_factor
+    return sum(flops) if kind == "infer" else 3 * sum(flops) - flops[0]
+
+
+class Pair:
+    """Our model and its PyTorch twin on one workload, each as a zero-argument callable."""
+
+    def __init__(self, arch, kind, batch, size, seed=0):
+        rng = np.random.default_rng(seed)
+        self.model = FCRN(arch, rng=seed)
+        self.net = torch_twin(self.model)
+        x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
+        t = rng.random((batch, 1, size, size)).astype(np.float32)
+        self.x, self.t = mf.tensor(x), mf.tensor(t)
+        self.tx, self.tt = torch.from_numpy(x), torch.from_numpy(t)
+        self.opt = optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+        self.topt = torch.optim.SGD(self.net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+        self.kind = kind
+
+    def ours(self):
+        if self.kind == "infer":
+            with mf.no_grad():
+                return self.model(self.x).numpy()
+        self.opt.zero_grad()
+        loss = F.mse_loss(self.model(self.x), self.t)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def theirs(self):
+        if self.kind == "infer":
+            with torch.no_grad():
+                return self.net(self.tx).numpy()
+        self.topt.zero_grad()
+        loss = torch.nn.functional.mse_loss(self.net(self.tx), self.tt)
+        loss.backward()
+        self.topt.step()
+        return loss.item()
+
+    def agreement(self):
+        """Max |ours - theirs| / max |theirs| of the first output (before any update)."""
+        a, b = np.asarray(self.ours()), np.asarray(self.theirs())
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def matmul_gflops(repeats=5, n=2048):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    return 2 * n ** 3 / min(common.timed(lambda: a @ a) for _ in range(repeats)) / 1e9
+
+
+def time_pair(pair, repeats, warmup):
+    for _ in range(warmup):
+        pair.ours(), pair.theirs()
+    ours, theirs, monitor = [], [], common.CpuMonitor().start()
+    for r in range(repeats):
+        order = [(pair.ours, ours), (pair.theirs, theirs)]
+        for fn, samples in (order if r % 2 == 0 else order[::-1]):
+            samples.append(common.timed(fn))
+    return common.summarize(ours), common.summarize(theirs), monitor.stop()["others_cores"]
+
+
+# -- per-op breakdown ---------------------------------------------------------------------------
+def op_breakdown(pair, steps):
+    """Seconds per step spent in each Function's forward and backward (ours), largest first."""
+    from minifcrn.autograd import Function
+
+    totals = {}
+    originals = []
+
+    def wrap(cls, name, direction):
+        fn = cls.__dict__[direction]
+
+        def timed_method(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                key = (name, direction)
+                totals[key] = totals.get(key, 0.0) + time.perf_counter() - t0
+        setattr(cls, direction, timed_method)
+        originals.append((cls, direction, fn))
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    for cls in set(subclasses(Function)):
+        for direction in ("forward", "backward"):
+            if direction in cls.__dict__:
+                wrap(cls, getattr(cls, "name", cls.__name__), direction)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            pair.ours()
+        wall = (time.perf_counter() - t0) / steps
+    finally:
+        for cls, direction, fn in originals:
+            setattr(cls, direction, fn)
+    rows = sorted(((k, v / steps) for k, v in totals.items()), key=lambda kv: -kv[1])
+    return {"step_s": wall, "ops": [{"op": k[0], "direction": k[1], "s": v} for k, v in rows]}
+
+
+# -- peak memory, each library in its own process -------------------------------------------------
+def _rss_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(arch, batch, size, library):
+    load()
+    pair = Pair(arch, "train", batch, size)
+    step = pair.ours if library == "ours" else pair.theirs
+    step(), step()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _rss_kib("VmRSS")
+    step()
+    print(json.dumps({"before_kib": before, "peak_kib": _rss_kib("VmHWM")}))
+
+
+def step_memory(arch, batch, size, threads):
+    out = {}
+    for library in ("ours", "torch"):
+        cmd = [sys.executable, __file__, "--memory-child", arch, str(batch), str(size), library,
+               "--threads", str(threads)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        out[library] = (r["peak_kib"] - r["before_kib"]) / 1024
+    return out
+
+
+# -- report -----------------------------------------------------------------------------------------
+def markdown(run):
+    m = run["machine"]
+    lines = [f"## FCRN on the CPU: minifcrn vs PyTorch (issue 6), {run['date']}", "",
+             f"- Machine: {common.machine_line(m)}",
+             f"- Threads: {run['threads']} for both; engine at git {m.get('git_commit')}"
+             f"{' (uncommitted changes)' if m.get('engine_dirty') else ''}",
+             f"- Command: `{run['command']}`",
+             f"- NumPy float32 2048x2048 matrix product, same run: {run['matmul_gflops']:.0f} GFLOP/s (the peak below)",
+             f"- Method: see `bench/cpu.py`'s docstring; median of {run['repeats']} alternating rounds after "
+             f"{run['warmup']} warm-up call(s). Raw run: `{run['json']}`", ""]
+    rows = []
+    for r in run["results"]:
+        ratio = r["ours"]["median_ms"] / r["torch"]["median_ms"]
+        target = TARGETS[r["kind"]]
+        rows.append([r["arch"], f"{r['kind']} {r['batch']}x{r['size']}x{r['size']}",
+                     f"{r['ours']['median_ms']:.0f}", f"{r['torch']['median_ms']:.0f}", f"**{ratio:.2f}x**",
+                     "yes" if ratio <= target else "no",
+                     f"{r['gflops_ours']:.0f} ({r['gflops_ours'] / run['matmul_gflops']:.0%})",
+                     f"{r['gflops_torch']:.0f} ({r['gflops_torch'] / run['matmul_gflops']:.0%})",
+                     f"{r['agreement']:.1e}", f"{r['others_cores']:.2f}" if r["others_cores"] is not None else "?"])
+    lines.append(common.md_table(
+        ["model", "workload", "ours ms", "torch ms", "ours/torch", "within target", "ours GFLOP/s (of peak)",
+         "torch GFLOP/s (of peak)", "max rel. diff", "other load"], rows, "llrrrcrrrr"))
+    lines += ["", f"Targets: training step <= {TARGETS['train']}x PyTorch (goal 1.0x), inference <= "
+              f"{TARGETS['infer']}x, training-step peak memory <= {TARGETS['memory']}x. 'max rel. diff' compares "
+              "the first outputs (the loss, or the density map) of the two networks holding the same weights.", ""]
+    if run.get("memory"):
+        rows = [[v["arch"], f"train {v['batch']}x{v['size']}x{v['size']}", f"{v['ours']:.0f}", f"{v['torch']:.0f}",
+                 f"**{v['ours'] / v['torch']:.2f}x**", "yes" if v["ours"] <= TARGETS["memory"] * v["torch"] else "no"]
+                for v in run["memory"]]
+        lines += ["Peak memory of one training step above what was resident before it (MiB, fresh process each):", "",
+                  common.md_table(["model", "workload", "ours MiB", "torch MiB", "ours/torch", "<= 1.5x"], rows,
+                                  "llrrrc"), ""]
+    for arch, b in run.get("breakdown", {}).items():
+        total = b["step_s"]
+        rows = [[o["op"], o["direction"], f"{o['s'] * 1e3:.1f}", f"{o['s'] / total:.0%}"] for o in b["ops"][:14]]
+        lines += [f"Our {arch} training step (batch 8 of 96x96), per op and direction, ms per step "
+                  f"(step {total * 1e3:.0f} ms; the rest is Python, autograd and the optimiser):", "",
+                  common.md_table(["op", "direction", "ms", "share"], rows, "llrr"), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", action="append", choices=["fcrn-a", "fcrn-b"], help="default: both")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--only", choices=["train", "infer"], help="only this kind of workload")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-results", action="store_true", help="print only; no JSON, no RESULTS.md")
+    ap.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    common.configure_threads(args.threads)
+    if args.memory_child:
+        arch, batch, size, library = args.memory_child
+        return memory_child(arch, int(batch), int(size), library)
+    load()
+    threads = common.apply_runtime_threads(args.threads)
+    peak = matmul_gflops()
+    print(f"numpy float32 matmul: {peak:.0f} GFLOP/s; threads {threads}")
+    results, breakdown, memory = [], {}, []
+    for arch in args.arch or ["fcrn-a", "fcrn-b"]:
+        for kind, batch, size in WORKLOADS:
+            if args.only and kind != args.only:
+                continue
+            pair = Pair(arch, kind, batch, size)
+            agreement = pair.agreement()
+            ours, theirs, load_ = time_pair(pair, args.repeats, args.warmup)
+            flops = conv_flops(pair.model, batch, size, kind)
+            r = {"arch": arch, "kind": kind, "batch": batch, "size": size, "ours": ours, "torch": theirs,
+                 "agreement": agreement, "others_cores": load_, "flops": flops,
+                 "gflops_ours": flops / ours["median_ms"] / 1e6, "gflops_torch": flops / theirs["median_ms"] / 1e6}
+            results.append(r)
+            print(f"{arch} {kind} {batch}x{size}: ours {ours['median_ms']:.0f} ms, torch {theirs['median_ms']:.0f} ms, "
+                  f"{ours['median_ms'] / theirs['median_ms']:.2f}x, agreement {agreement:.1e}", flush=True)
+            if kind == "train" and batch == 8:
+                breakdown[arch] = op_breakdown(pair, args.repeats)
+            del pair
+            if kind == "train" and not args.no_memory:
+                mem = {"arch": arch, "batch": batch, "size": size, **step_memory(arch, batch, size, args.threads)}
+                memory.append(mem)
+                print(f"  peak step memory: ours {mem['ours']:.0f} MiB, torch {mem['torch']:.0f} MiB", flush=True)
+    stamp = common.now_stamp()
+    run = {"date": common.now_iso(), "command": common.command_line(), "threads": args.threads,
+           "repeats": args.repeats, "warmup": args.warmup, "machine": common.machine_info(), "matmul_gflops": peak,
+           "results": results, "breakdown": breakdown, "memory": memory,
+           "json": f"bench/runs/cpu-{stamp}.json"}
+    text = markdown(run)
+    print(text)
+    if not args.no_results:
+        common.write_json(common.REPO_DIR / run["json"], run)
+        common.update_results_section(common.RESULTS_MD, "cpu", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
