@@ -28,13 +28,21 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 # -- threads -------------------------------------------------------------------------
 def configure_threads(n: int) -> None:
-    """Ask every thread pool for ``n`` threads.  Call before importing numpy/numba/torch."""
+    """Ask every thread pool for ``n`` threads.  Call before importing numpy/numba/torch.
+
+    Also gives Numba its own 'workqueue' thread pool: once PyTorch is loaded, Numba's
+    OpenMP layer would share PyTorch's OpenMP runtime, so minifcrn's sleeping-threads
+    default (OMP_WAIT_POLICY=PASSIVE, set on import) would either not apply to us or
+    also apply to PyTorch, which it slows (a 32->64 conv at 48x48: 11 -> 20 ms).  With
+    its own pool, each library runs as it would alone.  Import torch before minifcrn.
+    """
     already = [m for m in ("numpy", "numba", "torch") if m in sys.modules]
     if already:
         print(f"warning: {', '.join(already)} imported before configure_threads(); "
               "environment thread settings may be ignored", file=sys.stderr)
     for var in THREAD_ENV_VARS:
         os.environ[var] = str(n)
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 
 def apply_runtime_threads(n: int) -> dict:

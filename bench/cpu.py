@@ -9,9 +9,8 @@ Workloads (float32, single-channel input), for FCRN-A and FCRN-B:
     infer  1 x 1024x1024
 
 Method: the same thread count for both libraries (environment before import,
-then the libraries' own APIs); minifcrn is imported first, so its
-OMP_WAIT_POLICY=PASSIVE default holds for PyTorch's OpenMP threads too (it
-moved PyTorch's FCRN-A step by under 3% here).  Both networks get the same
+then the libraries' own APIs); PyTorch is imported first and keeps its OpenMP
+defaults, Numba runs its own 'workqueue' pool (``common.configure_threads``).  Both networks get the same
 weights (ours copied into a PyTorch twin built from our layer list), and the
 first outputs are compared.  After warm-up, ours and PyTorch's calls alternate,
 ``--repeats`` rounds, and the medians are reported, with the achieved
@@ -50,13 +49,14 @@ TARGETS = {"train": 1.5, "infer": 1.0, "memory": 1.5}  # the issue's closing thr
 
 def load():
     global np, torch, mf, F, mnn, FCRN, optim
-    import minifcrn as mf  # first: see the docstring
+    import torch  # first: PyTorch's OpenMP runtime starts with its own defaults (see common.configure_threads)
+
+    import minifcrn as mf
     import minifcrn.functional as F
     import minifcrn.nn as mnn
+    import numpy as np
     from minifcrn import optim
     from minifcrn.models import FCRN
-    import numpy as np
-    import torch
 
 
 # -- the two networks -------------------------------------------------------------------------

@@ -71,12 +71,13 @@ np = numba = torch = TF = mf = F = None  # imported by _load_libraries() once th
 
 def _load_libraries():
     global np, numba, torch, TF, mf, F
-    import minifcrn  # before torch: minifcrn's OMP_WAIT_POLICY=PASSIVE default then holds for both
-    import minifcrn.functional as _f  # (once torch is loaded, Numba's OpenMP runtime is torch's)
+    import torch as _torch  # first: PyTorch's OpenMP runtime starts with its own defaults
+    import torch.nn.functional as _tf
+
+    import minifcrn
+    import minifcrn.functional as _f
     import numba as _numba
     import numpy
-    import torch as _torch
-    import torch.nn.functional as _tf
 
     np, numba, torch, TF, mf, F = numpy, _numba, _torch, _tf, minifcrn, _f
 

@@ -159,12 +159,14 @@ class Tensor:
             if fn.inputs is None:
                 raise RuntimeError(f"backward: the graph through {fn.op_name} was already "
                                    "released; run the forward pass again")
-            gxs = fn.backward(pending.pop(id(fn)))
+            gy = pending.pop(id(fn))
+            gxs = fn.backward(gy)
             for source, g in zip(fn.inputs, gxs):
                 if g is None or source is None:
                     continue
-                if isinstance(source, Tensor):
-                    _accumulate(source, g)
+                if isinstance(source, Tensor):  # a new array made for this input alone is the leaf's
+                    _accumulate(source, g, owned=g is not gy and getattr(g, "base", None) is None
+                                and sum(g is other for other in gxs) == 1)
                 else:
                     key = id(source)
                     pending[key] = g if key not in pending else pending[key] + g
@@ -191,9 +193,12 @@ class Tensor:
         return arithmetic.reshape(self, shape)
 
 
-def _accumulate(leaf: Tensor, grad):
-    """``leaf.grad += grad`` without aliasing an array that backward handed out."""
-    leaf.grad = grad.copy() if leaf.grad is None else leaf.grad + grad
+def _accumulate(leaf: Tensor, grad, owned=False):
+    """``leaf.grad += grad``; a first gradient is copied unless ``owned`` (nothing else holds it)."""
+    if leaf.grad is None:
+        leaf.grad = grad if owned else grad.copy()
+    else:
+        leaf.grad = leaf.grad + grad
 
 
 def _topological_order(root: Function) -> list:

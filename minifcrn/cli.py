@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=float, default=None, help="detection threshold, cells per pixel")
     c.add_argument("--min-distance", type=int, default=None, help="minimum pixels between detections")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c.add_argument("--tile-size", type=int, default=None,
+                   help="run the network on tiles of this size (multiple of 8), exact at the seams; "
+                        "default: 1024 above 2048x2048 pixels, else whole images; 0: never tile")
 
     e = sub.add_parser("evaluate", help="count error and detection scores on annotated images")
     e.add_argument("folder", metavar="DIR", help="images with NNNdots.png or name.csv annotations")
@@ -130,7 +133,8 @@ def cmd_count(args) -> int:
         try:
             if problem:
                 raise InputError(problem)
-            result = count(path, model, args.channel, args.roi, threshold, min_distance, args.device)
+            result = count(path, model, args.channel, args.roi, threshold, min_distance, args.device,
+                           args.tile_size)
         except InputError as exc:
             _error(str(exc))
             failed += 1

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from minifcrn.data.images import InputError, read_image, standardize, to_plane
+from minifcrn.data.images import InputError, plane_statistics, read_image, standardize, to_plane
 from minifcrn.io import load_weights
-from minifcrn.models import FCRN
+from minifcrn.models import FCRN, receptive_field
 from minifcrn.train import predict_density
 
 ASSETS = Path(__file__).parent / "assets"
@@ -25,6 +25,8 @@ SHIPPED = {"fcrn-a": ASSETS / "fcrn-a.npz", "fcrn-b": ASSETS / "fcrn-b.npz"}
 PEAK = 1.0 / (2 * np.pi * 2.0 ** 2)  # density peak of one cell, sigma 2
 DEFAULT_THRESHOLD = 0.5 * PEAK
 DEFAULT_MIN_DISTANCE = 3
+AUTO_TILE = 1024          # tile size chosen for images larger than AUTO_TILE_ABOVE pixels
+AUTO_TILE_ABOVE = 2048 * 2048
 
 
 @dataclass
@@ -80,9 +82,52 @@ def detect(density, threshold=DEFAULT_THRESHOLD, min_distance=DEFAULT_MIN_DISTAN
     return np.stack([xs[order], ys[order], scores[order]], axis=1).astype(np.float64).reshape(-1, 3)
 
 
+_margins = {}
+
+
+def tile_margin(net: FCRN) -> int:
+    """Context each tile reads beyond its edges: half the network's measured receptive
+    field plus one pooling cell, rounded up to the pooling grid (FCRN-A: 40 pixels)."""
+    if net.arch not in _margins:
+        half = receptive_field(net) // 2 + net.divisor
+        _margins[net.arch] = -(-half // net.divisor) * net.divisor
+    return _margins[net.arch]
+
+
+def predict_density_tiled(net, plane, stats, tile, device="cpu", source="image") -> np.ndarray:
+    """The density (H, W) in the model's units, computed tile by tile.
+
+    Each tile x tile block of the output comes from the network run on the block
+    grown by ``tile_margin`` on every side (cut at the image's edges), standardised
+    with the whole image's ``stats``.  Tiles start on the pooling grid, so every
+    pooling window is the one the whole image would have; and a pixel of the kept
+    block depends only on inputs inside the grown block.  The stitched density
+    therefore equals the untiled one up to float32 rounding, with memory set by
+    the tile, not the image.
+    """
+    d = net.divisor
+    if tile < d or tile % d:
+        raise InputError(f"{source}: tile size must be a positive multiple of {d}, got {tile}")
+    margin = tile_margin(net)
+    h, w = plane.shape
+    out = np.empty((h, w), dtype=np.float32)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(h, y0 + tile + margin), min(w, x0 + tile + margin)
+            block = predict_density(net, standardize(plane[ya:yb, xa:xb], source, stats), device)
+            out[y0:y0 + tile, x0:x0 + tile] = block[y0 - ya:y0 - ya + tile, x0 - xa:x0 - xa + tile]
+    return out
+
+
 def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THRESHOLD,
-          min_distance=DEFAULT_MIN_DISTANCE, device="cpu") -> CountResult:
-    """Count and detect cells in ``image``: a path (PNG/TIFF) or an array (H, W) or (H, W, 3)."""
+          min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None) -> CountResult:
+    """Count and detect cells in ``image``: a path (PNG/TIFF) or an array (H, W) or (H, W, 3).
+
+    ``tile_size``: run the network on tiles of this size (a multiple of 8) with exact
+    seams (``predict_density_tiled``); None picks 1024 for images of more than
+    2048 x 2048 pixels and no tiling below; 0 never tiles.
+    """
     if isinstance(image, (str, Path)):
         source = str(image)
         plane = read_image(image, channel)
@@ -91,8 +136,14 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
         plane = to_plane(image, channel, source)
     net = load_model(model, device)
     roi = parse_roi(roi, plane.shape, source)
-    density = predict_density(net, standardize(plane, source), device) / net.density_scale
-    density = density.astype(np.float32)
+    stats = plane_statistics(plane, source)
+    if tile_size is None:
+        tile_size = AUTO_TILE if plane.size > AUTO_TILE_ABOVE else 0
+    if tile_size and (tile_size < plane.shape[0] or tile_size < plane.shape[1]):
+        density = predict_density_tiled(net, plane, stats, int(tile_size), device, source)
+    else:
+        density = predict_density(net, standardize(plane, source, stats), device)
+    density = (density / net.density_scale).astype(np.float32)
     detections = detect(density, threshold, min_distance)
     region = density
     if roi is not None:

@@ -175,3 +175,16 @@ def test_graph_holds_only_what_backward_saved():
     assert h_data() is None
     y.backward()
     np.testing.assert_array_equal(x.grad, [0, 0, 0, 2, 2])
+
+
+def test_leaf_gradients_never_alias():
+    """Gradients a backward hands out as is (x + y passes g to both) are copied into each leaf."""
+    x, y = mf.tensor(np.ones(3), requires_grad=True), mf.tensor(np.ones(3), requires_grad=True)
+    (x + y).backward(np.full(3, 2.0))
+    assert x.grad is not y.grad and not np.shares_memory(x.grad, y.grad)
+    x.grad[0] = 7.0
+    np.testing.assert_array_equal(y.grad, [2.0, 2.0, 2.0])
+    z = mf.tensor(np.ones((2, 3)), requires_grad=True)
+    upstream = np.ones(6)
+    z.reshape(6).backward(upstream)  # reshape's gradient is a view of the upstream array
+    assert not np.shares_memory(z.grad, upstream)

@@ -81,10 +81,25 @@ def to_plane(array, channel="grey", source="image") -> np.ndarray:
     return plane
 
 
-def standardize(plane: np.ndarray, source="image") -> np.ndarray:
-    """(plane - mean) / std in float32; an all-constant plane is an InputError."""
-    plane = np.asarray(plane, dtype=np.float32)
-    mean, std = float(plane.mean(dtype=np.float64)), float(plane.std(dtype=np.float64))
+def plane_statistics(plane: np.ndarray, source="image", rows=1024) -> tuple[float, float]:
+    """Mean and standard deviation of a plane, in float64, a block of rows at a time
+    (so a huge or memory-mapped image needs no full-size temporary); a constant plane
+    is an InputError."""
+    total, n = 0.0, plane.size
+    for r in range(0, plane.shape[0], rows):
+        total += float(np.sum(plane[r:r + rows], dtype=np.float64))
+    mean = total / n
+    squares = 0.0
+    for r in range(0, plane.shape[0], rows):
+        block = np.asarray(plane[r:r + rows], dtype=np.float64) - mean
+        squares += float(np.einsum("ij,ij->", block, block))
+    std = (squares / n) ** 0.5
     if not std > 1e-12 * max(1.0, abs(mean)):
         raise InputError(f"{source}: image is constant (value {mean:g}, standard deviation 0); nothing to count")
-    return ((plane - mean) / std).astype(np.float32)
+    return mean, std
+
+
+def standardize(plane: np.ndarray, source="image", stats=None) -> np.ndarray:
+    """(plane - mean) / std in float32, with the plane's own mean and std unless ``stats`` gives them."""
+    mean, std = plane_statistics(plane, source) if stats is None else stats
+    return ((np.asarray(plane, dtype=np.float32) - mean) / std).astype(np.float32)

@@ -140,11 +140,8 @@ def check_conv2d_args(x, w, b, stride, padding):
 # Positions with i >= Ho or j >= Wo are computed and dropped; the windows that
 # run past a plane read the next plane (or a zero margin) only for them.  The
 # positions are taken a chunk at a time so the output block stays in cache.
-# With few input channels (the first layer's one), a product per tap would have
-# an inner dimension of C = 1: there the chunk's taps are stacked into one
-# (taps*C, chunk) block first (im2col of a chunk) and multiplied once.
 
-STACK_MAX_K = 64  # taps * C up to which the taps are stacked
+STACK_MAX_K = 64  # up to this many taps * C, the taps are stacked (below)
 
 
 def _padded_planes(a, top, left, hp, wp, front=0, back=0):
@@ -155,28 +152,13 @@ def _padded_planes(a, top, left, hp, wp, front=0, back=0):
     return buf
 
 
-def _stack_buffer(k, chunk, dtype):
-    """Scratch for stacking a chunk's taps (k = taps * C rows), or an empty array: a product per tap."""
-    return np.empty(k * chunk if k <= STACK_MAX_K else 0, dtype=dtype)
-
-
 def _chunk(rows, plane):
     """Positions per gemm: the written block (rows x chunk) stays about 512 KiB of float32."""
     return min(plane, max(256, (1 << 17) // rows))
 
 
 @numba.njit(cache=True)
-def _stack_taps(xp, at, shifts, c, plane, size, stack):
-    """stack[t*c + ci, :size] = xp[at + ci*plane + shifts[t] : ... + size]: one chunk's columns."""
-    for t in range(shifts.size):
-        for ci in range(c):
-            row, start = (t * c + ci) * size, at + ci * plane + shifts[t]
-            for q in range(size):
-                stack[row + q] = xp[start + q]
-
-
-@numba.njit(cache=True)
-def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, stack, y):
+def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, y):
     o, k = wc.shape  # wc[o, t*c + ci] = w[o, ci, u, v]: W_t is the column block t, row stride k
     n_taps = shifts.size
     c = k // n_taps
@@ -184,10 +166,6 @@ def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, stack, y)
     for n in range(n_images):
         for s in range(0, plane, chunk):
             size = min(chunk, plane - s)
-            if stack.size:  # y[n][:, s:s+size] = W @ stacked taps
-                _stack_taps(xp, n * c * plane + s, shifts, c, plane, size, stack)
-                gemm_rowmajor(gemm, N, N, o, size, k, 1.0, w_flat, k, stack, size, 0.0, y[n * o * plane + s:], plane)
-                continue
             for t in range(n_taps):  # y[n][:, s:s+size] (+)= W_t @ xp[n][:, s+d_t : ...]
                 gemm_rowmajor(gemm, N, N, o, size, c, 1.0, w_flat[t * c:], k,
                               xp[n * c * plane + s + shifts[t]:], plane,
@@ -195,21 +173,68 @@ def _conv2d_forward_taps(gemm, xp, wc, shifts, n_images, plane, chunk, stack, y)
 
 
 @numba.njit(cache=True)
-def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n_images, plane, chunk, stack, gw):
+def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n_images, plane, chunk, gw):
     o, k = gw.shape
     c = k // shifts.size
     gw_flat = gw.ravel()
     for n in range(n_images):  # (BLAS must not be called from inside a parallel loop: OpenMP and
         for s in range(0, plane, chunk):  # OpenBLAS's own threads can deadlock)
             size = min(chunk, plane - s)
-            if stack.size:  # gW += g[n][:, s:s+size] @ (stacked taps).T
-                _stack_taps(xp, n * c * plane + s, shifts, c, plane, size, stack)
-                gemm_rowmajor(gemm, N, T, o, k, size, 1.0, g[front + n * o * plane + s:], plane, stack, size,
-                              1.0, gw_flat, k)
-                continue
             for t in range(shifts.size):  # gW_t += g[n][:, s:s+size] @ xp[n][:, s+d_t : ...].T
                 gemm_rowmajor(gemm, N, T, o, c, size, 1.0, g[front + n * o * plane + s:], plane,
                               xp[n * c * plane + s + shifts[t]:], plane, 1.0, gw_flat[t * c:], k)
+
+
+# -- few input channels: the taps stacked, a chunk of output positions at a time -----------
+#
+# With C = 1 (the first layer) a product per tap has an inner dimension of 1.  There
+# the columns of a chunk of output positions p = i*Wo + j are gathered first,
+# stack[t*C + ci, p] = xp[n][ci, (i + u)*wp + j + v] (im2col of the chunk), and
+# multiplied once: y[n][:, chunk] = W @ stack + b,  gW += gy[n][:, chunk] @ stack.T,
+# straight into and out of NCHW arrays, with no padded grid of outputs.
+
+
+@numba.njit(cache=True)
+def _stack_columns(xp, at, wp, wo, shifts, c, plane, p0, size, stack):
+    for t in range(shifts.size):
+        for ci in range(c):
+            row, base = (t * c + ci) * size, at + ci * plane + shifts[t]
+            i, j = p0 // wo, p0 % wo
+            for q in range(size):
+                stack[row + q] = xp[base + i * wp + j]
+                j += 1
+                if j == wo:
+                    i, j = i + 1, 0
+
+
+@numba.njit(cache=True)
+def _conv2d_forward_stacked(gemm, xp, wc, b, shifts, n_images, plane, wp, ho, wo, chunk, y):
+    o, k = wc.shape
+    c = k // shifts.size
+    w_flat, y_flat, outputs = wc.ravel(), y.ravel(), ho * wo
+    stack = np.empty(k * chunk, dtype=xp.dtype)
+    for n in range(n_images):
+        for p0 in range(0, outputs, chunk):
+            size = min(chunk, outputs - p0)
+            _stack_columns(xp, n * c * plane, wp, wo, shifts, c, plane, p0, size, stack)
+            at = n * o * outputs + p0
+            gemm_rowmajor(gemm, N, N, o, size, k, 1.0, w_flat, k, stack, size, 0.0, y_flat[at:], outputs)
+            for oi in range(b.size):  # the bias, while the block is in cache
+                y_flat[at + oi * outputs:at + oi * outputs + size] += b[oi]
+
+
+@numba.njit(cache=True)
+def _conv2d_weight_grad_stacked(gemm, xp, gy, shifts, n_images, plane, wp, ho, wo, chunk, gw):
+    o, k = gw.shape
+    c = k // shifts.size
+    gy_flat, gw_flat, outputs = gy.ravel(), gw.ravel(), ho * wo
+    stack = np.empty(k * chunk, dtype=xp.dtype)
+    for n in range(n_images):
+        for p0 in range(0, outputs, chunk):
+            size = min(chunk, outputs - p0)
+            _stack_columns(xp, n * c * plane, wp, wo, shifts, c, plane, p0, size, stack)
+            gemm_rowmajor(gemm, N, T, o, k, size, 1.0, gy_flat[n * o * outputs + p0:], outputs, stack, size,
+                          1.0, gw_flat, k)
 
 
 @numba.njit(cache=True)
@@ -234,10 +259,14 @@ def conv2d_forward_stride1(x, w, b, padding):
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
+    if wc.shape[1] <= STACK_MAX_K:
+        y = np.empty((n, o, ho, wo), dtype=x.dtype)
+        bias = np.zeros(0, x.dtype) if b is None else np.ascontiguousarray(b)
+        _conv2d_forward_stacked(gemm_for(x.dtype), xp, wc, bias, shifts, n, plane, wp, ho, wo,
+                                _chunk(o, ho * wo), y)
+        return y
     y = np.empty(n * o * plane, dtype=x.dtype)
-    chunk = _chunk(o, plane)
-    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, chunk,
-                         _stack_buffer(wc.shape[1], chunk, x.dtype), y)
+    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, _chunk(o, plane), y)
     y = y.reshape(n, o, hp, wp)[:, :, :ho, :wo]
     return y + b.reshape(1, o, 1, 1) if b is not None else np.ascontiguousarray(y)
 
@@ -246,21 +275,24 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     hp, wp = h + 2 * padding, wd + 2 * padding
-    plane = hp * wp
+    ho, wo, plane = hp - kh + 1, wp - kw + 1, hp * wp
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     front = back = shifts[-1]
-    g = _padded_planes(gy, 0, 0, hp, wp, front=front)  # zero outside the outputs
-    xp = _padded_planes(x, padding, padding, hp, wp, back=back) if need_w else np.empty(0, x.dtype)
-    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
+    stacked = c * kh * kw <= STACK_MAX_K
     gemm = gemm_for(x.dtype)
+    g = _padded_planes(gy, 0, 0, hp, wp, front=front) if need_x or not stacked else None  # 0 off the outputs
     gx = gw = None
     if need_w:
+        xp = _padded_planes(x, padding, padding, hp, wp, back=back)
         gw = np.zeros((o, kh * kw * c), dtype=x.dtype)
-        chunk = _chunk(o, plane)
-        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, chunk,
-                                 _stack_buffer(gw.shape[1], chunk, x.dtype), gw)
+        if stacked:
+            _conv2d_weight_grad_stacked(gemm, xp, np.ascontiguousarray(gy), shifts, n, plane, wp, ho, wo,
+                                        _chunk(o, ho * wo), gw)
+        else:
+            _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, _chunk(o, plane), gw)
         gw = np.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     if need_x:
+        wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
         gxp = np.empty(n * c * plane, dtype=x.dtype)
         _conv2d_input_grad_taps(gemm, g, wc, shifts, front, n, plane, _chunk(c, plane), gxp)
         gx = np.ascontiguousarray(gxp.reshape(n, c, hp, wp)[:, :, padding:padding + h, padding:padding + wd])
