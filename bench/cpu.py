@@ -48,53 +48,15 @@ TARGETS = {"train": 1.5, "infer": 1.0, "memory": 1.5}  # the issue's closing thr
 
 
 def load():
-    global np, torch, mf, F, mnn, FCRN, optim
+    global np, torch, mf, F, FCRN, optim, step_flops, torch_twin
     import torch  # first: PyTorch's OpenMP runtime starts with its own defaults (see common.configure_threads)
 
     import minifcrn as mf
     import minifcrn.functional as F
-    import minifcrn.nn as mnn
     import numpy as np
     from minifcrn import optim
     from minifcrn.models import FCRN
-
-
-# -- the two networks -------------------------------------------------------------------------
-def torch_twin(model):
-    """A PyTorch network with the layers of our ``model``, in order, holding its weights."""
-    layers = []
-    for _, layer in model.layers:
-        if isinstance(layer, mnn.Conv2d):
-            o, c, k, _ = layer.weight.shape
-            conv = torch.nn.Conv2d(c, o, k, stride=layer.stride, padding=layer.padding, bias=layer.bias is not None)
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(layer.weight.numpy()))
-                if layer.bias is not None:
-                    conv.bias.copy_(torch.from_numpy(layer.bias.numpy()))
-            layers.append(conv)
-        elif isinstance(layer, mnn.ReLU):
-            layers.append(torch.nn.ReLU())
-        elif isinstance(layer, mnn.MaxPool2d):
-            layers.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride))
-        elif isinstance(layer, mnn.UpsampleBilinear):
-            layers.append(torch.nn.Upsample(scale_factor=layer.scale_factor, mode="bilinear", align_corners=False))
-        else:
-            raise TypeError(f"no PyTorch twin for {layer!r}")
-    return torch.nn.Sequential(*layers)
-
-
-def conv_flops(model, batch, size, kind):
-    """Convolution FLOPs of one call: 2*N*Ho*Wo*O*C*k*k per conv; a step is 3x less conv1's dx."""
-    flops, side = [], size
-    for _, layer in model.layers:
-        if isinstance(layer, mnn.Conv2d):
-            o, c, k, _ = layer.weight.shape
-            flops.append(2 * batch * side * side * o * c * k * k)
-        elif isinstance(layer, mnn.MaxPool2d):
-            side //= 2
-        elif isinstance(layer, mnn.UpsampleBilinear):
-            side *= layer.scale_factor
-    return sum(flops) if kind == "infer" else 3 * sum(flops) - flops[0]
+    from twins import step_flops, torch_twin
 
 
 class Pair:
@@ -297,7 +259,7 @@ def main(argv=None):
             pair = Pair(arch, kind, batch, size)
             agreement = pair.agreement()
             ours, theirs, load_ = time_pair(pair, args.repeats, args.warmup)
-            flops = conv_flops(pair.model, batch, size, kind)
+            flops = step_flops(pair.model, batch, size, kind)
             r = {"arch": arch, "kind": kind, "batch": batch, "size": size, "ours": ours, "torch": theirs,
                  "agreement": agreement, "others_cores": load_, "flops": flops,
                  "gflops_ours": flops / ours["median_ms"] / 1e6, "gflops_torch": flops / theirs["median_ms"] / 1e6}

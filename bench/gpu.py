@@ -62,12 +62,12 @@ import torch.nn.functional as TF  # noqa: E402
 import minifcrn as mf  # noqa: E402
 from minifcrn import backend, optim  # noqa: E402
 from minifcrn import functional as F  # noqa: E402
-from minifcrn import nn as mnn  # noqa: E402
 from minifcrn.models import FCRN  # noqa: E402
 from minifcrn.ops import conv as conv_op  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (bench/common.py)
+from twins import step_flops, torch_twin  # noqa: E402  (bench/twins.py)
 
 TARGETS = {"train-large": 1.5, "infer-large": 1.5}  # the issue's targets: ours/torch at most this
 AGREEMENT_TOL = 1e-3  # max |ours - torch| / max |torch| above this is reported
@@ -248,56 +248,10 @@ def _cuda_version(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}"
 
 
-# -- the two networks ------------------------------------------------------------------------
-def torch_fcrn_a() -> torch.nn.Sequential:
-    """FCRN-A in PyTorch: 3x3 'same' convs, 2x2 max-pools, bilinear x2 (align_corners=False), 1x1 out."""
-    nn = torch.nn
-
-    def conv(c, o, k=3):
-        return nn.Conv2d(c, o, k, padding=k // 2)
-
-    def up():
-        return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-
-    return nn.Sequential(conv(1, 32), nn.ReLU(), nn.MaxPool2d(2),
-                         conv(32, 64), nn.ReLU(), nn.MaxPool2d(2),
-                         conv(64, 128), nn.ReLU(), nn.MaxPool2d(2),
-                         conv(128, 512), nn.ReLU(), up(),
-                         conv(512, 128), nn.ReLU(), up(),
-                         conv(128, 64), nn.ReLU(), up(),
-                         conv(64, 32), nn.ReLU(),
-                         conv(32, 1, 1))
-
-
-def copy_weights(model: FCRN, net: torch.nn.Module):
-    """Our parameters, in order, into ``net``'s; the shapes must match one for one."""
-    ours, theirs = model.parameters(), list(net.parameters())
-    shapes = [p.shape for p in ours], [tuple(q.shape) for q in theirs]
-    if shapes[0] != shapes[1]:
-        raise AssertionError(f"the PyTorch FCRN-A does not match ours: {shapes[1]} vs {shapes[0]}")
-    with torch.no_grad():
-        for p, q in zip(ours, theirs):
-            q.copy_(torch.from_numpy(p.numpy()))
-
-
-def conv_flops(model: FCRN, batch: int, size: int) -> list[int]:
-    """Forward FLOPs of each convolution on (batch, 1, size, size): 2*N*Ho*Wo*O*C*k*k."""
-    flops, side = [], size
-    for _, layer in model.layers:
-        if isinstance(layer, mnn.Conv2d):
-            o, c, k, _ = layer.weight.shape
-            flops.append(2 * batch * side * side * o * c * k * k)
-        elif isinstance(layer, mnn.MaxPool2d):
-            side //= 2
-        elif isinstance(layer, mnn.UpsampleBilinear):
-            side *= 2
-    return flops
-
-
+# -- work -----------------------------------------------------------------------------------------
 def workload_flops(model: FCRN, w: Workload) -> int:
     """Convolution FLOPs of one call: the forward, or 3x it less the first layer's input gradient."""
-    flops = conv_flops(model, w.batch, w.size)
-    return sum(flops) if w.kind == "infer" else 3 * sum(flops) - flops[0]
+    return step_flops(model, w.batch, w.size, w.kind)
 
 
 def host(a) -> np.ndarray:
@@ -322,8 +276,7 @@ class Pair:
         shape = (w.batch, 1, w.size, w.size)
         image, target = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
         self.model = FCRN("fcrn-a", rng=seed).to(platform.device)
-        self.net = torch_fcrn_a().to(platform.torch_device)
-        copy_weights(self.model, self.net)
+        self.net = torch_twin(self.model).to(platform.torch_device)
         self.x, self.t = (mf.tensor(a, device=platform.device) for a in (image, target))
         self.tx, self.tt = (torch.from_numpy(a).to(platform.torch_device) for a in (image, target))
         if w.kind == "train":

@@ -253,14 +253,14 @@ def test_nan_and_inf_propagate(device):
     assert np.isnan(mf.tensor(w.grad).numpy()).all()
 
 
-@pytest.mark.parametrize("stack_max_k", [0, 10 ** 6], ids=["per-tap", "stacked"])
+@pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
 @given(conv_cases)
-def test_conv2d_stride1_chunking(device, monkeypatch, stack_max_k, case):
+def test_conv2d_stride1_chunking(device, monkeypatch, direct_max_k, case):
     """The stride-1 CPU path cut into tiny chunks still matches the loops, forward and backward,
-    with a product per tap and with the taps stacked."""
+    with a product per tap and with direct loops."""
     from minifcrn.ops import conv
     monkeypatch.setattr(conv, "_chunk", lambda rows, plane: min(5, plane))
-    monkeypatch.setattr(conv, "STACK_MAX_K", stack_max_k)
+    monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
     n, c, o, h, w, k, _, p, with_bias, seed = case
     assume(h + 2 * p >= k and w + 2 * p >= k)
     rng = np.random.default_rng(seed)
@@ -270,11 +270,11 @@ def test_conv2d_stride1_chunking(device, monkeypatch, stack_max_k, case):
     gradcheck(lambda a, b: F.conv2d(a, b, padding=p), [x, wt], device=device, seed=seed)
 
 
-@pytest.mark.parametrize("stack_max_k", [0, 10 ** 6], ids=["per-tap", "stacked"])
+@pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_conv2d_stride1_path_matches_im2col_path_on_large_grids(dtype, stack_max_k, monkeypatch):
+def test_conv2d_stride1_path_matches_im2col_path_on_large_grids(dtype, direct_max_k, monkeypatch):
     from minifcrn.ops import conv
-    monkeypatch.setattr(conv, "STACK_MAX_K", stack_max_k)
+    monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
     rng = np.random.default_rng(5)
     x, w, gy = (a.astype(dtype) for a in (rand(rng, 3, 5, 41, 37), rand(rng, 6, 5, 3, 3), rand(rng, 3, 6, 41, 37)))
     tol = 1e-12 if dtype == np.float64 else 1e-5

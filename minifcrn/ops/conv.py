@@ -141,7 +141,7 @@ def check_conv2d_args(x, w, b, stride, padding):
 # run past a plane read the next plane (or a zero margin) only for them.  The
 # positions are taken a chunk at a time so the output block stays in cache.
 
-STACK_MAX_K = 64  # up to this many taps * C, the taps are stacked (below)
+DIRECT_MAX_K = 64  # up to this many taps * C (and more than one tap): direct loops (below)
 
 
 def _padded_planes(a, top, left, hp, wp, front=0, back=0):
@@ -150,6 +150,11 @@ def _padded_planes(a, top, left, hp, wp, front=0, back=0):
     buf = np.zeros(front + n * c * hp * wp + back, dtype=a.dtype)
     buf[front:front + n * c * hp * wp].reshape(n, c, hp, wp)[:, :, top:top + h, left:left + w] = a
     return buf
+
+
+def _direct(c, taps):
+    """Direct loops (below) rather than a product per tap: few channels, more than one tap."""
+    return taps > 1 and c * taps <= DIRECT_MAX_K
 
 
 def _chunk(rows, plane):
@@ -185,56 +190,55 @@ def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n_images, plane, chunk,
                               xp[n * c * plane + s + shifts[t]:], plane, 1.0, gw_flat[t * c:], k)
 
 
-# -- few input channels: the taps stacked, a chunk of output positions at a time -----------
+# -- few input channels: direct loops ------------------------------------------------------
 #
-# With C = 1 (the first layer) a product per tap has an inner dimension of 1.  There
-# the columns of a chunk of output positions p = i*Wo + j are gathered first,
-# stack[t*C + ci, p] = xp[n][ci, (i + u)*wp + j + v] (im2col of the chunk), and
-# multiplied once: y[n][:, chunk] = W @ stack + b,  gW += gy[n][:, chunk] @ stack.T,
-# straight into and out of NCHW arrays, with no padded grid of outputs.
+# With C = 1 (the first layer) a product per tap has an inner dimension of 1 and
+# is bound by memory, not arithmetic.  There each (image, output channel) plane is
+# computed directly, one tap at a time over the whole plane (which stays in cache):
+#
+#     y[n, o] = b[o] + sum_{c, u, v} w[o, c, u, v] * xp[n, c, u:u+Ho, v:v+Wo]
+#     gW[o, c, u, v] = sum_{n, i, j} gy[n, o, i, j] * xp[n, c, i+u, j+v]
+#
+# (each row's sum in the arrays' precision, reassociated so that it vectorises, and
+# the rows' sums in float64; NaN and inf still propagate).
 
 
-@numba.njit(cache=True)
-def _stack_columns(xp, at, wp, wo, shifts, c, plane, p0, size, stack):
-    for t in range(shifts.size):
-        for ci in range(c):
-            row, base = (t * c + ci) * size, at + ci * plane + shifts[t]
-            i, j = p0 // wo, p0 % wo
-            for q in range(size):
-                stack[row + q] = xp[base + i * wp + j]
-                j += 1
-                if j == wo:
-                    i, j = i + 1, 0
+@numba.njit(parallel=True, cache=True)
+def _conv2d_forward_direct(xp, w, b, y):
+    n_, c_, _, _ = xp.shape
+    o_, _, kh, kw = w.shape
+    _, _, ho, wo = y.shape
+    for no in numba.prange(n_ * o_):  # one output plane per (n, o)
+        n, o = no // o_, no % o_
+        out = y[n, o]
+        out[:, :] = b[o] if b.size else 0.0
+        for c in range(c_):
+            for u in range(kh):
+                for v in range(kw):
+                    tap = w[o, c, u, v]
+                    for i in range(ho):
+                        for j in range(wo):
+                            out[i, j] += tap * xp[n, c, i + u, j + v]
 
 
-@numba.njit(cache=True)
-def _conv2d_forward_stacked(gemm, xp, wc, b, shifts, n_images, plane, wp, ho, wo, chunk, y):
-    o, k = wc.shape
-    c = k // shifts.size
-    w_flat, y_flat, outputs = wc.ravel(), y.ravel(), ho * wo
-    stack = np.empty(k * chunk, dtype=xp.dtype)
-    for n in range(n_images):
-        for p0 in range(0, outputs, chunk):
-            size = min(chunk, outputs - p0)
-            _stack_columns(xp, n * c * plane, wp, wo, shifts, c, plane, p0, size, stack)
-            at = n * o * outputs + p0
-            gemm_rowmajor(gemm, N, N, o, size, k, 1.0, w_flat, k, stack, size, 0.0, y_flat[at:], outputs)
-            for oi in range(b.size):  # the bias, while the block is in cache
-                y_flat[at + oi * outputs:at + oi * outputs + size] += b[oi]
-
-
-@numba.njit(cache=True)
-def _conv2d_weight_grad_stacked(gemm, xp, gy, shifts, n_images, plane, wp, ho, wo, chunk, gw):
-    o, k = gw.shape
-    c = k // shifts.size
-    gy_flat, gw_flat, outputs = gy.ravel(), gw.ravel(), ho * wo
-    stack = np.empty(k * chunk, dtype=xp.dtype)
-    for n in range(n_images):
-        for p0 in range(0, outputs, chunk):
-            size = min(chunk, outputs - p0)
-            _stack_columns(xp, n * c * plane, wp, wo, shifts, c, plane, p0, size, stack)
-            gemm_rowmajor(gemm, N, T, o, k, size, 1.0, gy_flat[n * o * outputs + p0:], outputs, stack, size,
-                          1.0, gw_flat, k)
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _conv2d_weight_grad_direct(xp, gy, gw):
+    o_, c_, kh, kw = gw.shape
+    n_, _, ho, wo = gy.shape
+    for o in numba.prange(o_):  # one output channel's weights per worker
+        for c in range(c_):
+            totals = np.zeros((kh, kw))
+            for n in range(n_):
+                for i in range(ho):  # a row of gy, in cache, meets every tap
+                    for u in range(kh):
+                        for v in range(kw):
+                            row = gy[n, o, i, 0] * xp[n, c, i + u, v]
+                            for j in range(1, wo):
+                                row += gy[n, o, i, j] * xp[n, c, i + u, j + v]
+                            totals[u, v] += row
+            for u in range(kh):
+                for v in range(kw):
+                    gw[o, c, u, v] = totals[u, v]
 
 
 @numba.njit(cache=True)
@@ -258,13 +262,12 @@ def conv2d_forward_stride1(x, w, b, padding):
     ho, wo, plane = hp - kh + 1, wp - kw + 1, hp * wp
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
-    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
-    if wc.shape[1] <= STACK_MAX_K:
+    if _direct(c, kh * kw):
         y = np.empty((n, o, ho, wo), dtype=x.dtype)
         bias = np.zeros(0, x.dtype) if b is None else np.ascontiguousarray(b)
-        _conv2d_forward_stacked(gemm_for(x.dtype), xp, wc, bias, shifts, n, plane, wp, ho, wo,
-                                _chunk(o, ho * wo), y)
+        _conv2d_forward_direct(xp[:n * c * plane].reshape(n, c, hp, wp), np.ascontiguousarray(w), bias, y)
         return y
+    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
     y = np.empty(n * o * plane, dtype=x.dtype)
     _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, _chunk(o, plane), y)
     y = y.reshape(n, o, hp, wp)[:, :, :ho, :wo]
@@ -275,21 +278,21 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     hp, wp = h + 2 * padding, wd + 2 * padding
-    ho, wo, plane = hp - kh + 1, wp - kw + 1, hp * wp
+    plane = hp * wp
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     front = back = shifts[-1]
-    stacked = c * kh * kw <= STACK_MAX_K
+    direct = _direct(c, kh * kw)
     gemm = gemm_for(x.dtype)
-    g = _padded_planes(gy, 0, 0, hp, wp, front=front) if need_x or not stacked else None  # 0 off the outputs
+    g = _padded_planes(gy, 0, 0, hp, wp, front=front) if need_x or not direct else None  # 0 off the outputs
     gx = gw = None
-    if need_w:
+    if need_w and direct:
+        xp = _padded_planes(x, padding, padding, hp, wp)
+        gw = np.empty(w.shape, dtype=x.dtype)
+        _conv2d_weight_grad_direct(xp.reshape(n, c, hp, wp), np.ascontiguousarray(gy), gw)
+    elif need_w:
         xp = _padded_planes(x, padding, padding, hp, wp, back=back)
         gw = np.zeros((o, kh * kw * c), dtype=x.dtype)
-        if stacked:
-            _conv2d_weight_grad_stacked(gemm, xp, np.ascontiguousarray(gy), shifts, n, plane, wp, ho, wo,
-                                        _chunk(o, ho * wo), gw)
-        else:
-            _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, _chunk(o, plane), gw)
+        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, n, plane, _chunk(o, plane), gw)
         gw = np.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     if need_x:
         wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
