@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default="fcrn-a", help="fcrn-a, fcrn-b (shipped) or a weights .npz")
     c.add_argument("--channel", type=_channel, default="grey", help="'grey' (mean of RGB) or a channel number")
     c.add_argument("--roi", help="count only inside x0,y0,x1,y1 (pixels, x1/y1 exclusive)")
-    c.add_argument("--out", help="folder for <name>_detections.csv and <name>_count.png")
+    c.add_argument("--out", help="folder for results.csv/.json (one row per image, written as it goes), "
+                                 "<name>_detections.csv and <name>_count.png")
+    c.add_argument("--resume", action="store_true",
+                   help="skip the images --out/results.csv already counted (after an interruption)")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--threshold", type=float, default=None, help="detection threshold, cells per pixel")
     c.add_argument("--min-distance", type=int, default=None, help="minimum pixels between detections")
@@ -90,11 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _image_files(inputs):
+    """(path, problem) for every image named, in a folder or matching a glob pattern."""
+    import glob
+
     from minifcrn.data.samples import IMAGE_SUFFIXES
 
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if not path.exists() and glob.has_magic(item):
+            matches = sorted(glob.glob(item))
+            if not matches:
+                yield path, f"{item}: no file matches this pattern"
+            for match in matches:
+                yield Path(match), None
+        elif path.is_dir():
             files = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
                      and not p.stem.endswith(("dots", "_dots")) and not p.stem.endswith("_count")]
             if not files:
@@ -109,27 +121,77 @@ def _error(message: str):
     print(f"minifcrn: error: {message}", file=sys.stderr)
 
 
-def cmd_count(args) -> int:
-    import numpy as np
+RESULT_FIELDS = ["file", "count", "detections", "seconds", "model", "weights", "error"]
 
-    from minifcrn.count import ASSETS, DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, count, load_model
+
+def _read_results(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:  # the numbers as numbers again, for results.json
+        for key, kind in (("count", float), ("detections", int), ("seconds", float)):
+            row[key] = kind(row[key]) if row.get(key) else ""
+    return rows
+
+
+def _write_results(out: Path, rows: list[dict]):
+    """results.csv and results.json, each replaced atomically: an interruption loses nothing."""
+    import csv
+    import io
+
+    from minifcrn.io import atomic_write
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(out / "results.csv", "w") as f:
+        f.write(buffer.getvalue())
+    with atomic_write(out / "results.json", "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+def cmd_count(args) -> int:
+    import time
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from minifcrn.count import ASSETS, DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, count, load_model, weights_hash
     from minifcrn.data.images import InputError
     from minifcrn.io import atomic_write
 
     inputs = list(args.inputs) + ([str(ASSETS / "sample.png")] if args.sample else [])
     if not inputs:
-        _error("count: give images or folders to count (or --sample)")
+        _error("count: give images, folders or glob patterns to count (or --sample)")
         return EXIT_BAD_INPUT
-
+    if args.resume and not args.out:
+        _error("count: --resume needs --out, the folder whose results.csv says what is done")
+        return EXIT_BAD_INPUT
     try:
         model = load_model(args.model, args.device)
     except InputError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
+    weights = weights_hash(model)
+    out = Path(args.out) if args.out else None
+    table = []  # every image of this run and, with --resume, the earlier ones
+    if args.resume and (out / "results.csv").is_file():
+        table = _read_results(out / "results.csv")
+        others = {r["weights"] for r in table} - {weights}
+        if others:
+            _error(f"count: {out / 'results.csv'} was written with other weights ({', '.join(sorted(others))}, "
+                   f"now {weights}); use another --out")
+            return EXIT_BAD_INPUT
+        table = [r for r in table if not r["error"]]  # failed images are tried again
+    done = {r["file"] for r in table}
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
     rows, failed = [], 0
-    for path, problem in _image_files(inputs):
+    todo = [(p, problem) for p, problem in _image_files(inputs) if str(p) not in done]
+    for path, problem in tqdm(todo, desc="counting", unit="image", disable=None, leave=False):
+        t0 = time.perf_counter()
         try:
             if problem:
                 raise InputError(problem)
@@ -138,12 +200,16 @@ def cmd_count(args) -> int:
         except InputError as exc:
             _error(str(exc))
             failed += 1
+            table.append({"file": str(path), "count": "", "detections": "", "seconds": "",
+                          "model": model.arch, "weights": weights, "error": str(exc)})
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                _write_results(out, table)
             continue
         row = {"file": str(path), "count": round(result.count, 2), "detections": len(result.detections)}
-        if args.out:
+        if out:
             from minifcrn.viz import render_count
 
-            out = Path(args.out)
             csv_path, png_path = out / f"{path.stem}_detections.csv", out / f"{path.stem}_count.png"
             out.mkdir(parents=True, exist_ok=True)
             with atomic_write(csv_path, "w") as f:
@@ -151,11 +217,15 @@ def cmd_count(args) -> int:
                 np.savetxt(f, result.detections, fmt=["%d", "%d", "%.5f"], delimiter=",")
             render_count(result, png_path)
             row.update(detections_csv=str(csv_path), picture=str(png_path))
+            table.append({**{k: row[k] for k in ("file", "count", "detections")},
+                          "seconds": round(time.perf_counter() - t0, 3), "model": model.arch,
+                          "weights": weights, "error": ""})
+            _write_results(out, table)
         rows.append(row)
         if not args.json:
-            print(f"{row['count']:10.1f}  {row['detections']:6d}  {path}")
+            tqdm.write(f"{row['count']:10.1f}  {row['detections']:6d}  {path}")
     if args.json:
-        print(json.dumps({"model": str(args.model), "results": rows}, indent=2))
+        print(json.dumps({"model": str(args.model), "weights": weights, "results": rows}, indent=2))
     return EXIT_BAD_INPUT if failed else 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from minifcrn.backend import to_device
 from minifcrn.data.images import InputError, plane_statistics, read_image, standardize, to_plane
 from minifcrn.io import load_weights
 from minifcrn.models import FCRN, receptive_field
@@ -51,6 +52,17 @@ def load_model(model="fcrn-a", device="cpu") -> FCRN:
     net, meta = load_weights(path)
     net.meta = meta
     return net.eval().to(device)
+
+
+def weights_hash(net: FCRN) -> str:
+    """The first 12 hex digits of the SHA-256 of the model's architecture and weights."""
+    import hashlib
+
+    h = hashlib.sha256(net.arch.encode())
+    for name, value in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(to_device(value, "cpu"), dtype=np.float32).tobytes())
+    return h.hexdigest()[:12]
 
 
 def parse_roi(roi, shape, source="image"):

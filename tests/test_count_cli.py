@@ -103,3 +103,38 @@ def test_evaluate_cli(weights, images, capsys):
 def test_console_script_version():
     out = subprocess.run([sys.executable, "-m", "minifcrn", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"minifcrn {minifcrn.__version__}"
+
+
+def test_count_folder_results_table_and_resume(weights, images, tmp_path, capsys, monkeypatch):
+    """One results table, written as it goes; a bad file is recorded and skipped; --resume redoes nothing done."""
+    import csv
+
+    import minifcrn.count as mc
+
+    (images / "broken.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    assert main(["count", str(images), "--model", str(weights), "--out", str(out)]) == 2
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["000cell.png", "001cell.png", "broken.png"]
+    assert rows[2]["count"] == "" and "cannot read image" in rows[2]["error"]
+    assert all(r["weights"] == mc.weights_hash(mc.load_model(weights)) and r["model"] == "fcrn-a" for r in rows)
+    table = json.loads((out / "results.json").read_text())
+    assert [(r["file"], str(r["count"]), r["error"]) for r in table] == [(r["file"], r["count"], r["error"])
+                                                                         for r in rows]
+    counted = []
+    real_count = mc.count
+    monkeypatch.setattr(mc, "count", lambda path, *a, **k: counted.append(path) or real_count(path, *a, **k))
+    (images / "broken.png").unlink()
+    Image.fromarray(np.zeros((40, 52), np.uint8) + np.arange(52, dtype=np.uint8)).save(images / "002cell.png")
+    capsys.readouterr()
+    assert main(["count", str(images), "--model", str(weights), "--out", str(out), "--resume"]) == 0
+    assert [p.name for p in counted] == ["002cell.png"]  # only the new image
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert sorted(r["file"].rsplit("/", 1)[-1] for r in rows) == ["000cell.png", "001cell.png", "002cell.png"]
+    assert all(isinstance(r["count"], float) for r in json.loads((out / "results.json").read_text()))
+    other = tmp_path / "other.npz"
+    save_weights(FCRN_A(rng=1), other, {})
+    assert main(["count", str(images), "--model", str(other), "--out", str(out), "--resume"]) == 2
+    assert "was written with other weights" in capsys.readouterr().err
+    assert main(["count", str(images / "00*cell.png"), "--model", str(weights), "--json"]) == 0  # a glob
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3
