@@ -21,7 +21,10 @@ run.  Only x and w are saved; backward rebuilds cols rather than keeping the
 largest buffer of the layer alive.
 
 ``im2col`` and ``col2im`` here are Numba loops that mirror, index for index,
-the CUDA kernels of the same names in ``kernels/conv.cu``.
+the CUDA kernels of the same names in ``kernels/conv.cu``; the GPU and any
+stride > 1 take this path.  On the CPU at stride 1 the same products are taken
+without the column matrix: one BLAS gemm per kernel tap on shifted windows of
+the padded input (see "the CPU path for stride 1" below).
 """
 from __future__ import annotations
 
