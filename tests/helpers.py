@@ -14,7 +14,9 @@ def gradcheck(fn, arrays, device="cpu", eps=1e-6, rtol=1e-6, seed=0, wrt=None):
 
     ``arrays`` are float64 NumPy arrays; R is a fixed random upstream gradient.
     Passes when, for every input, max |numeric - analytic| <= rtol * max(|analytic|, |numeric|, 1e-12)
-    taken over all elements (a relative error against the gradient's own scale).
+    taken over all elements (a relative error against the gradient's own scale), plus the rounding
+    floor of the differences themselves: 64 ulp of the objective's size, over 2 * eps (which only
+    matters for a gradient far smaller than the objective, e.g. a weight near zero).
     Returns the largest relative error seen.
     """
     wrt = range(len(arrays)) if wrt is None else wrt
@@ -36,6 +38,7 @@ def gradcheck(fn, arrays, device="cpu", eps=1e-6, rtol=1e-6, seed=0, wrt=None):
         numeric = np.zeros_like(arrays[i], dtype=np.float64)
         values = [a.astype(np.float64, copy=True) for a in arrays]
         flat = values[i].reshape(-1)
+        size = 1.0
         for k in range(flat.size):
             old = flat[k]
             flat[k] = old + eps
@@ -44,8 +47,10 @@ def gradcheck(fn, arrays, device="cpu", eps=1e-6, rtol=1e-6, seed=0, wrt=None):
             minus = objective(values)
             flat[k] = old
             numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+            size = max(size, abs(plus), abs(minus))
         scale = max(np.abs(analytic).max(initial=0), np.abs(numeric).max(initial=0), 1e-12)
-        err = np.abs(numeric - analytic).max(initial=0) / scale
+        floor = 64 * np.finfo(np.float64).eps * size / (2 * eps)
+        err = max(np.abs(numeric - analytic).max(initial=0) - floor, 0.0) / scale
         assert err <= rtol, f"input {i}: relative gradient error {err:.3g} > {rtol:g}"
         worst = max(worst, err)
     return worst
