@@ -189,6 +189,14 @@ def cmd_count(args) -> int:
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
     rows, failed = [], 0
+
+    def record(path, cells="", detections="", seconds="", error=""):
+        """One image's row of the results table, which is then rewritten whole."""
+        table.append({"file": str(path), "count": cells, "detections": detections, "seconds": seconds,
+                      "model": model.arch, "weights": weights, "error": error})
+        out.mkdir(parents=True, exist_ok=True)
+        _write_results(out, table)
+
     todo = [(p, problem) for p, problem in _image_files(inputs) if str(p) not in done]
     for path, problem in tqdm(todo, desc="counting", unit="image", disable=None, leave=False):
         t0 = time.perf_counter()
@@ -200,11 +208,8 @@ def cmd_count(args) -> int:
         except InputError as exc:
             _error(str(exc))
             failed += 1
-            table.append({"file": str(path), "count": "", "detections": "", "seconds": "",
-                          "model": model.arch, "weights": weights, "error": str(exc)})
             if out:
-                out.mkdir(parents=True, exist_ok=True)
-                _write_results(out, table)
+                record(path, error=str(exc))
             continue
         row = {"file": str(path), "count": round(result.count, 2), "detections": len(result.detections)}
         if out:
@@ -217,10 +222,7 @@ def cmd_count(args) -> int:
                 np.savetxt(f, result.detections, fmt=["%d", "%d", "%.5f"], delimiter=",")
             render_count(result, png_path)
             row.update(detections_csv=str(csv_path), picture=str(png_path))
-            table.append({**{k: row[k] for k in ("file", "count", "detections")},
-                          "seconds": round(time.perf_counter() - t0, 3), "model": model.arch,
-                          "weights": weights, "error": ""})
-            _write_results(out, table)
+            record(path, row["count"], row["detections"], round(time.perf_counter() - t0, 3))
         rows.append(row)
         if not args.json:
             tqdm.write(f"{row['count']:10.1f}  {row['detections']:6d}  {path}")

@@ -106,6 +106,12 @@ def tile_margin(net: FCRN) -> int:
     return _margins[net.arch]
 
 
+def check_tile_size(net: FCRN, tile, source="image"):
+    """A tile size is a positive multiple of the network's pooling grid (8)."""
+    if tile < net.divisor or tile % net.divisor:
+        raise InputError(f"{source}: tile size must be a positive multiple of {net.divisor}, got {tile}")
+
+
 def predict_density_tiled(net, plane, stats, tile, device="cpu", source="image") -> np.ndarray:
     """The density (H, W) in the model's units, computed tile by tile.
 
@@ -117,9 +123,7 @@ def predict_density_tiled(net, plane, stats, tile, device="cpu", source="image")
     therefore equals the untiled one up to float32 rounding, with memory set by
     the tile, not the image.
     """
-    d = net.divisor
-    if tile < d or tile % d:
-        raise InputError(f"{source}: tile size must be a positive multiple of {d}, got {tile}")
+    check_tile_size(net, tile, source)
     margin = tile_margin(net)
     h, w = plane.shape
     out = np.empty((h, w), dtype=np.float32)
@@ -151,6 +155,8 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     stats = plane_statistics(plane, source)
     if tile_size is None:
         tile_size = AUTO_TILE if plane.size > AUTO_TILE_ABOVE else 0
+    elif tile_size:
+        check_tile_size(net, tile_size, source)  # also when the image fits in one tile
     if tile_size and (tile_size < plane.shape[0] or tile_size < plane.shape[1]):
         density = predict_density_tiled(net, plane, stats, int(tile_size), device, source)
     else:

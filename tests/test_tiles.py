@@ -44,3 +44,8 @@ def test_bad_tile_size(image, tmp_path, capsys):
     assert main(["count", str(path), "--tile-size", "30"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tile size must be a positive multiple of 8" in err[0]
+
+
+def test_bad_tile_size_is_refused_even_when_one_tile_would_do(image):
+    with pytest.raises(InputError, match="got 1001"):
+        count(image[:40, :40], "fcrn-a", tile_size=1001)

@@ -264,12 +264,13 @@ def conv2d_forward_stride1(x, w, b, padding):
     hp, wp = h + 2 * padding, wd + 2 * padding
     ho, wo, plane = hp - kh + 1, wp - kw + 1, hp * wp
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
-    xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
     if _direct(c, kh * kw):
         y = np.empty((n, o, ho, wo), dtype=x.dtype)
         bias = np.zeros(0, x.dtype) if b is None else np.ascontiguousarray(b)
-        _conv2d_forward_direct(xp[:n * c * plane].reshape(n, c, hp, wp), np.ascontiguousarray(w), bias, y)
+        xp = _padded_planes(x, padding, padding, hp, wp).reshape(n, c, hp, wp)
+        _conv2d_forward_direct(xp, np.ascontiguousarray(w), bias, y)
         return y
+    xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
     y = np.empty(n * o * plane, dtype=x.dtype)
     _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, n, plane, _chunk(o, plane), y)
