@@ -48,10 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  "<name>_detections.csv and <name>_count.png")
     c.add_argument("--resume", action="store_true",
                    help="skip the images --out/results.csv already counted (after an interruption)")
+    c.add_argument("--figure", action="store_true",
+                   help="with --out, also write <name>_figure.png: image, density, ground truth (when the image "
+                        "has annotations beside it) and detections, with colour bars (needs minifcrn[viz])")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--threshold", type=float, default=None, help="detection threshold, cells per pixel")
     c.add_argument("--min-distance", type=int, default=None, help="minimum pixels between detections")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c.add_argument("--cell-size", type=float, default=None, metavar="PIXELS",
+                   help="typical nucleus diameter in your images; they are resized so the network sees cells "
+                        "at the size it was trained on (9 px for the shipped weights), counts kept")
     c.add_argument("--tile-size", type=int, default=None,
                    help="run the network on tiles of this size (multiple of 8), exact at the seams; "
                         "default: 1024 above 2048x2048 pixels, else whole images; 0: never tile")
@@ -67,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
     t = sub.add_parser("train", help="train an FCRN on annotated images")
-    t.add_argument("--data", required=True, metavar="DIR", help="training images with annotations")
+    t.add_argument("--data", metavar="DIR", help="training images with annotations")
+    t.add_argument("--synthetic", type=int, metavar="N",
+                   help="train on N generated images (minifcrn.synth, made on the fly, nothing on disk) "
+                        "instead of --data; validation on --val or on N/10 other generated images")
     t.add_argument("--val", metavar="DIR", help="validation images (default: hold out --val-count of --data)")
     t.add_argument("--val-count", type=int, default=None, help="images of --data held out for validation")
     t.add_argument("--out", required=True, metavar="DIR", help="folder for checkpoint.npz, best.npz, log.csv")
@@ -89,7 +98,61 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    _synth_options(t)
+
+    v = sub.add_parser("invert", help="reconstruct an image from a layer's features (what each layer keeps)")
+    v.add_argument("image", nargs="?", metavar="IMAGE", help="PNG/TIFF (a crop around a cell clump works best)")
+    v.add_argument("--model", default="fcrn-a", help="fcrn-a, fcrn-b (shipped) or a weights .npz")
+    v.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="layer names (default: every convolution, conv1 ... the last); see --list-layers")
+    v.add_argument("--list-layers", action="store_true", help="print the model's layer names and stop")
+    v.add_argument("--crop", help="invert only x0,y0,x1,y1 of the image (pixels, x1/y1 exclusive)")
+    v.add_argument("--channel", type=_channel, default="grey")
+    v.add_argument("--iterations", type=int, default=300, help="gradient steps per layer (default 300)")
+    v.add_argument("--lr", type=float, default=0.1, help="first step, in standardised pixel units (RMS)")
+    v.add_argument("--lambda", dest="lam", type=float, default=1e-3, help="weight of the ||x||^2 penalty")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random starting image")
+    v.add_argument("--out", default="inversion.png", help="the PNG grid to write (default inversion.png)")
+    v.add_argument("--json", action="store_true", help="print the objective values as JSON")
+    v.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    g = sub.add_parser("synth", help="write generated fluorescence images with their cell centres")
+    g.add_argument("--n", type=int, required=True, help="number of images")
+    g.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for synth_NNNNN.png (.tif at 16 bits) and synth_NNNNN.csv (x,y)")
+    _synth_options(g)
     return parser
+
+
+def _synth_options(parser):
+    """The generator's options, shared by ``synth`` and ``train --synthetic``."""
+    from minifcrn.synth import COMPONENTS, SynthConfig
+
+    d = SynthConfig()
+    parser.add_argument("--synth-seed", type=int, default=0, help="seed of the generated set")
+    parser.add_argument("--size", type=_size, default=(d.width, d.height), metavar="W[xH]",
+                        help=f"image size in pixels (default {d.width}x{d.height})")
+    parser.add_argument("--cells", type=int, nargs=2, default=list(d.cells), metavar=("LO", "HI"),
+                        help=f"range of the number of nuclei (default {d.cells[0]} {d.cells[1]})")
+    parser.add_argument("--radius", type=float, default=d.radius, help=f"mean nucleus radius (default {d.radius})")
+    parser.add_argument("--bit-depth", type=int, default=d.bit_depth, choices=[8, 16])
+    parser.add_argument("--without", nargs="*", default=[], choices=sorted(COMPONENTS),
+                        help="switch generator components off (ablations)")
+
+
+def _size(value: str):
+    try:
+        w, _, h = value.lower().partition("x")
+        return int(w), int(h or w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must be W or WxH in pixels, got {value!r}") from None
+
+
+def _synth_config(args):
+    from minifcrn.synth import SynthConfig
+
+    return SynthConfig(width=args.size[0], height=args.size[1], cells=tuple(args.cells), radius=args.radius,
+                       bit_depth=args.bit_depth).without(*args.without)
 
 
 def _image_files(inputs):
@@ -166,9 +229,11 @@ def cmd_count(args) -> int:
     if not inputs:
         _error("count: give images, folders or glob patterns to count (or --sample)")
         return EXIT_BAD_INPUT
-    if args.resume and not args.out:
-        _error("count: --resume needs --out, the folder whose results.csv says what is done")
-        return EXIT_BAD_INPUT
+    for flag in ("resume", "figure"):
+        if getattr(args, flag) and not args.out:
+            _error(f"count: --{flag} needs --out, the folder to write into")
+            return EXIT_BAD_INPUT
+    figures = args.figure and _matplotlib_or_note()
     try:
         model = load_model(args.model, args.device)
     except InputError as exc:
@@ -204,7 +269,7 @@ def cmd_count(args) -> int:
             if problem:
                 raise InputError(problem)
             result = count(path, model, args.channel, args.roi, threshold, min_distance, args.device,
-                           args.tile_size)
+                           args.tile_size, args.cell_size)
         except InputError as exc:
             _error(str(exc))
             failed += 1
@@ -222,6 +287,8 @@ def cmd_count(args) -> int:
                 np.savetxt(f, result.detections, fmt=["%d", "%d", "%.5f"], delimiter=",")
             render_count(result, png_path)
             row.update(detections_csv=str(csv_path), picture=str(png_path))
+            if figures:
+                row["figure"] = str(_count_figure(path, result, out, args.channel))
             record(path, row["count"], row["detections"], round(time.perf_counter() - t0, 3))
         rows.append(row)
         if not args.json:
@@ -229,6 +296,31 @@ def cmd_count(args) -> int:
     if args.json:
         print(json.dumps({"model": str(args.model), "weights": weights, "results": rows}, indent=2))
     return EXIT_BAD_INPUT if failed else 0
+
+
+def _matplotlib_or_note() -> bool:
+    """Whether matplotlib is there; if not, say once how to install it (everything else goes on)."""
+    import importlib.util
+
+    from minifcrn.figures import INSTALL
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"minifcrn: note: figures need matplotlib: {INSTALL}; going on without them", file=sys.stderr)
+        return False
+    return True
+
+
+def _count_figure(path, result, out, channel):
+    """<name>_figure.png, with the ground truth when the image has an annotation file beside it."""
+    from minifcrn.data.annotations import read_points
+    from minifcrn.data.samples import annotation_for
+    from minifcrn.figures import count_figure
+
+    annotation = annotation_for(Path(path))
+    truth = read_points(annotation, result.plane.shape) if annotation is not None else None
+    figure = out / f"{Path(path).stem}_figure.png"
+    count_figure(result, figure, truth)
+    return figure
 
 
 def cmd_evaluate(args) -> int:
@@ -254,21 +346,39 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _training_sets(args):
+    """(training samples, validation samples, SynthConfig or None) from --data/--val or --synthetic."""
+    from minifcrn.data.images import InputError
+    from minifcrn.data.samples import load_samples
+
+    if (args.data is None) == (args.synthetic is None):
+        raise InputError("train: give either --data DIR or --synthetic N")
+    val = load_samples(args.val, args.channel) if args.val else None
+    if args.synthetic is not None:
+        from minifcrn.synth import SyntheticSamples
+
+        synth = _synth_config(args)
+        samples = SyntheticSamples(args.synthetic, synth, args.synth_seed)
+        if val is None:  # images after the training ones in the same seeded stream
+            val = list(SyntheticSamples(max(1, args.synthetic // 10), synth, args.synth_seed, offset=args.synthetic))
+        return samples, val, synth
+    samples = load_samples(args.data, args.channel)
+    if val is None:
+        k = args.val_count if args.val_count is not None else max(1, len(samples) // 5)
+        if k >= len(samples):
+            raise InputError(f"{args.data}: {len(samples)} images cannot spare {k} for validation")
+        samples, val = samples[:len(samples) - k], samples[len(samples) - k:]
+    return samples, val, None
+
+
 def cmd_train(args) -> int:
     from minifcrn.count import load_model
     from minifcrn.data.images import InputError
-    from minifcrn.data.samples import load_samples
     from minifcrn.train import TrainConfig, fit
 
+    _matplotlib_or_note()  # for curves.png
     try:
-        samples = load_samples(args.data, args.channel)
-        if args.val:
-            val = load_samples(args.val, args.channel)
-        else:
-            k = args.val_count if args.val_count is not None else max(1, len(samples) // 5)
-            if k >= len(samples):
-                raise InputError(f"{args.data}: {len(samples)} images cannot spare {k} for validation")
-            samples, val = samples[:len(samples) - k], samples[len(samples) - k:]
+        samples, val, synth = _training_sets(args)
         model = load_model(args.init).train() if args.init else None
         arch = model.arch if model is not None else args.arch
         defaults = TrainConfig()
@@ -278,7 +388,8 @@ def cmd_train(args) -> int:
                           finetune_milestones=list(args.finetune_milestones or []),
                           count_weight=args.count_weight,
                           finetune_lr=defaults.finetune_lr if args.finetune_lr is None else args.finetune_lr,
-                          seed=args.seed, device=args.device, channel=args.channel)
+                          seed=args.seed, device=args.device, channel=args.channel,
+                          synthetic=args.synthetic or 0, synth=synth.to_dict() if synth else {})
         summary = fit(samples, val, cfg, args.out, model=model, resume=args.resume)
     except (InputError, FloatingPointError) as exc:
         _error(str(exc))
@@ -286,6 +397,61 @@ def cmd_train(args) -> int:
     best = summary["best"]
     print(f"best validation MAE {best['val_mae']:.3f} at epoch {best['epoch']}; weights in "
           f"{Path(args.out) / 'best.npz'}")
+    return 0
+
+
+def cmd_invert(args) -> int:
+    from minifcrn.count import load_model
+    from minifcrn.data.images import InputError
+    from minifcrn.invert import as_plane, conv_layers, reconstruct_all
+    from minifcrn.viz import render_inversion
+
+    try:
+        model = load_model(args.model, args.device)
+        if args.list_layers:
+            convs = set(conv_layers(model))
+            for name in model.layer_names:
+                print(f"{name}{'  (in the default figure)' if name in convs else ''}")
+            return 0
+        if args.image is None:
+            raise InputError("invert: give an IMAGE to invert (or --list-layers)")
+        plane = as_plane(args.image, args.channel, args.crop)
+        results = reconstruct_all(model, plane, args.layers, progress=True, iterations=args.iterations,
+                                  lr=args.lr, lam=args.lam, seed=args.seed, device=args.device)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    render_inversion(plane, results, args.out)
+    rows = [{"layer": r.layer, "objective_start": r.objective[0], "objective_end": r.objective[-1],
+             "feature_error": r.feature_error, "correlation": r.correlation, "steps": len(r.objective)}
+            for r in results]
+    if args.json:
+        print(json.dumps({"image": args.image, "crop": args.crop, "out": args.out, "layers": rows}, indent=2))
+    else:
+        print(f"{'layer':8s} {'E start':>9s} {'E end':>9s} {'feature err':>11s} {'corr':>6s}")
+        for r in rows:
+            print(f"{r['layer']:8s} {r['objective_start']:9.3g} {r['objective_end']:9.3g} "
+                  f"{r['feature_error']:11.3g} {r['correlation']:6.3f}")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from minifcrn.data.images import InputError
+    from minifcrn.synth import write_dataset
+
+    try:
+        if args.n < 1:
+            raise InputError(f"synth: --n must be at least 1, got {args.n}")
+        config = _synth_config(args)
+        for i in tqdm(range(args.n), desc="generating", unit="image", disable=None, leave=False):
+            write_dataset(args.out, 1, config, args.synth_seed, start=i)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    print(f"wrote {args.n} images with their centres (x,y CSV) to {args.out}")
     return 0
 
 
@@ -298,7 +464,8 @@ def main(argv=None) -> int:
     from minifcrn.backend import DeviceError
 
     try:
-        return {"count": cmd_count, "evaluate": cmd_evaluate, "train": cmd_train}[args.command](args)
+        return {"count": cmd_count, "evaluate": cmd_evaluate, "train": cmd_train,
+                "synth": cmd_synth, "invert": cmd_invert}[args.command](args)
     except DeviceError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT

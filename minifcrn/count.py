@@ -28,6 +28,7 @@ DEFAULT_THRESHOLD = 0.5 * PEAK
 DEFAULT_MIN_DISTANCE = 3
 AUTO_TILE = 1024          # tile size chosen for images larger than AUTO_TILE_ABOVE pixels
 AUTO_TILE_ABOVE = 2048 * 2048
+CELL_SIZE = 9.0           # nucleus diameter (pixels) in the training images of the shipped weights
 
 
 @dataclass
@@ -136,13 +137,44 @@ def predict_density_tiled(net, plane, stats, tile, device="cpu", source="image")
     return out
 
 
+def trained_cell_size(net: FCRN) -> float:
+    """The nucleus diameter (pixels) the network was trained on: its weights' ``cell_size``
+    record, else that of the VGG cells (``CELL_SIZE``)."""
+    return float(getattr(net, "meta", {}).get("cell_size", CELL_SIZE))
+
+
+def rescale(plane: np.ndarray, shape) -> np.ndarray:
+    """``plane`` resampled (bilinear, pixels as areas) to ``shape``."""
+    factors = (shape[0] / plane.shape[0], shape[1] / plane.shape[1])
+    return ndimage.zoom(plane, factors, order=1, mode="nearest", grid_mode=True).astype(np.float32)
+
+
+def _density(net, plane, source, device, tile_size) -> np.ndarray:
+    """The network's density for a whole plane, tiled when ``tile_size`` says so (see ``count``)."""
+    stats = plane_statistics(plane, source)
+    if tile_size is None:
+        tile_size = AUTO_TILE if plane.size > AUTO_TILE_ABOVE else 0
+    elif tile_size:
+        check_tile_size(net, tile_size, source)  # also when the image fits in one tile
+    if tile_size and (tile_size < plane.shape[0] or tile_size < plane.shape[1]):
+        return predict_density_tiled(net, plane, stats, int(tile_size), device, source)
+    return predict_density(net, standardize(plane, source, stats), device)
+
+
 def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THRESHOLD,
-          min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None) -> CountResult:
+          min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None, cell_size=None) -> CountResult:
     """Count and detect cells in ``image``: a path (PNG/TIFF) or an array (H, W) or (H, W, 3).
 
     ``tile_size``: run the network on tiles of this size (a multiple of 8) with exact
     seams (``predict_density_tiled``); None picks 1024 for images of more than
     2048 x 2048 pixels and no tiling below; 0 never tiles.
+
+    ``cell_size``: the typical nucleus diameter in ``image``, in pixels.  The image is
+    then resized by s = trained / cell_size so the network sees cells at the size it
+    learnt (``trained_cell_size``, 9 pixels for the shipped weights); the density is
+    resized back and divided by s^2, so the count is kept, and detections are found on
+    the resized density and mapped back.  Measure the diameter by drawing lines
+    across a few typical nuclei (e.g. Fiji's line tool) and averaging their lengths.
     """
     if isinstance(image, (str, Path)):
         source = str(image)
@@ -152,17 +184,21 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
         plane = to_plane(image, channel, source)
     net = load_model(model, device)
     roi = parse_roi(roi, plane.shape, source)
-    stats = plane_statistics(plane, source)
-    if tile_size is None:
-        tile_size = AUTO_TILE if plane.size > AUTO_TILE_ABOVE else 0
-    elif tile_size:
-        check_tile_size(net, tile_size, source)  # also when the image fits in one tile
-    if tile_size and (tile_size < plane.shape[0] or tile_size < plane.shape[1]):
-        density = predict_density_tiled(net, plane, stats, int(tile_size), device, source)
-    else:
-        density = predict_density(net, standardize(plane, source, stats), device)
-    density = (density / net.density_scale).astype(np.float32)
+    seen = plane
+    if cell_size is not None:
+        if not (isinstance(cell_size, (int, float, np.number)) and np.isfinite(cell_size) and cell_size > 0):
+            raise InputError(f"{source}: cell size must be a positive number of pixels, got {cell_size!r}")
+        s = trained_cell_size(net) / cell_size
+        shape = (max(1, round(plane.shape[0] * s)), max(1, round(plane.shape[1] * s)))
+        seen = rescale(plane, shape) if shape != plane.shape else plane
+    density = _density(net, seen, source, device, tile_size) / net.density_scale
     detections = detect(density, threshold, min_distance)
+    if seen is not plane:  # back to the image's pixels: per-pixel density times the area ratio
+        sy, sx = seen.shape[0] / plane.shape[0], seen.shape[1] / plane.shape[1]
+        density = rescale(density, plane.shape) * (sy * sx)
+        detections[:, 0] = (detections[:, 0] + 0.5) / sx - 0.5
+        detections[:, 1] = (detections[:, 1] + 0.5) / sy - 0.5
+    density = density.astype(np.float32)
     region = density
     if roi is not None:
         x0, y0, x1, y1 = roi

@@ -13,6 +13,7 @@ epoch, so a killed run resumes exactly where it stopped (``resume=True``):
     checkpoint.npz  weights, optimiser velocities, RNG state, epoch, history, config
     best.npz        the weights with the lowest validation MAE so far (a weights file)
     log.csv         one row per epoch: phase, lr, mean training loss, validation MAE, time
+    curves.png      the loss and validation MAE per epoch (with matplotlib, the ``viz`` extra)
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     channel: object = "grey"
+    synthetic: int = 0             # generated training images (minifcrn.synth) instead of files
+    synth: dict = field(default_factory=dict)  # their SynthConfig, when synthetic
 
     @property
     def total_epochs(self) -> int:
@@ -119,6 +122,16 @@ def _write_log(path, history):
     writer.writerows(history)
     with atomic_write(path, "w") as f:
         f.write(buffer.getvalue())
+
+
+def _write_curves(path, history):
+    """curves.png beside log.csv, when matplotlib is there (the CLI says how to get it)."""
+    from minifcrn.figures import MissingMatplotlib, training_curves
+
+    try:
+        training_curves(history, path)
+    except MissingMatplotlib:
+        pass
 
 
 def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resume=False, progress=True,
@@ -190,6 +203,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
                                      "model": model.config(), "optim": state, "rng": rng.bit_generator.state,
                                      "epoch": epoch, "history": history, "best": best})
         _write_log(out_dir / "log.csv", history)
+        _write_curves(out_dir / "curves.png", history)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.total_epochs}  {row['phase']:7s}  lr {lr:.0e}  "
                        f"loss {row['train_loss']:.4g}  val MAE {val_mae:.3f}  ({row['seconds']:.0f} s)")

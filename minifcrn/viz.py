@@ -1,8 +1,10 @@
-"""Pictures of a count, drawn with Pillow (no plotting library needed).
+"""Pictures drawn with Pillow (no plotting library needed).
 
 ``render_count`` writes one PNG: the image with a red cross at every
 detection (and the ROI outlined), beside the estimated density map in the
 cividis colour map, which reads the same for colour-blind viewers.
+``render_inversion`` writes the feature-inversion grid of ``minifcrn.invert``.
+The figures with axes and colour bars (``minifcrn.figures``) use matplotlib.
 """
 from __future__ import annotations
 
@@ -57,3 +59,29 @@ def render_count(result, path, title=None):
                                 fill=(0, 0, 0))
     with atomic_write(path) as f:
         canvas.save(f, format="PNG")
+
+
+def render_inversion(plane, reconstructions, path, min_side=128):
+    """Write ``path``: the input and each layer's reconstruction side by side (the paper's
+    Figure 11), every panel stretched by its own percentiles, labelled with the layer,
+    the final feature error ||phi(x) - phi0||^2 / ||phi0||^2 and the correlation with the input."""
+    from PIL import Image, ImageDraw
+
+    from minifcrn.io import atomic_write
+
+    h, w = plane.shape
+    zoom = max(1, -(-min_side // min(h, w)))
+    panels = [("input", "", plane)] + [
+        (r.layer, f"err {r.feature_error:.2g}  r {r.correlation:.2f}", r.image) for r in reconstructions]
+    label = 30
+    canvas = Image.new("RGB", (len(panels) * (w * zoom + 6) - 6, h * zoom + label), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k, (title, note, image) in enumerate(panels):
+        tile = Image.fromarray(grey_to_rgb(np.asarray(image))).resize((w * zoom, h * zoom), Image.NEAREST)
+        x = k * (w * zoom + 6)
+        canvas.paste(tile, (x, label))
+        draw.text((x + 2, 2), title, fill=(0, 0, 0))
+        draw.text((x + 2, 15), note, fill=(80, 80, 80))
+    with atomic_write(path) as f:
+        canvas.save(f, format="PNG")
+    return canvas.size
