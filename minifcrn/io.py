@@ -82,7 +82,7 @@ def load_weights(path):
     arrays, meta = load_npz(path)
     if meta.get("arch") not in ARCHITECTURES:
         raise InputError(f"{path}: unknown architecture {meta.get('arch')!r}")
-    model = FCRN(meta["arch"], meta.get("in_channels", 1), meta.get("density_scale", 100.0))
+    model = FCRN(meta["arch"], meta.get("in_channels", 1), meta.get("density_scale", 100.0), initialize=False)
     state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     try:
         model.load_state_dict(state)

@@ -58,7 +58,8 @@ ENCODER_END = {"fcrn-a": "relu4", "fcrn-b": "relu6"}
 class FCRN(nn.Module):
     """A fully convolutional regression network: image (N, C, H, W) -> density (N, 1, H, W)."""
 
-    def __init__(self, arch="fcrn-a", in_channels=1, density_scale=100.0, rng=None, dtype=np.float32):
+    def __init__(self, arch="fcrn-a", in_channels=1, density_scale=100.0, rng=None, dtype=np.float32,
+                 initialize=True):
         if arch not in _SPECS:
             raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
         self.arch, self.in_channels, self.density_scale = arch, int(in_channels), float(density_scale)
@@ -70,8 +71,8 @@ class FCRN(nn.Module):
             if kind == "conv":
                 index += 1
                 out, size = args
-                self.layers.append((f"conv{index}", nn.Conv2d(channels, out, size, padding=size // 2,
-                                                              rng=rng, dtype=dtype)))
+                self.layers.append((f"conv{index}", nn.Conv2d(channels, out, size, padding=size // 2, rng=rng,
+                                                              dtype=dtype, initialize=initialize)))
                 if k < len(spec) - 1:
                     self.layers.append((f"relu{index}", nn.ReLU()))
                 channels = out
@@ -134,7 +135,7 @@ def receptive_field(model: FCRN, upto=None, size=160, trials=6, seed=0) -> int:
     """
     import minifcrn as mf
 
-    probe = FCRN(model.arch, model.in_channels, dtype=np.float64)
+    probe = FCRN(model.arch, model.in_channels, dtype=np.float64, initialize=False)
     probe.load_state_dict({k: np.abs(v) + 1e-3 for k, v in model.state_dict().items()})
     rng = np.random.default_rng(seed)
     touched = np.zeros((size, size), bool)

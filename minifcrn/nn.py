@@ -86,13 +86,15 @@ class Module:
 
 
 class Conv2d(Module):
-    """Convolution with an orthogonally initialised weight (O, C, k, k) and a zero bias."""
+    """Convolution with an orthogonally initialised weight (O, C, k, k) and a zero bias
+    (``initialize=False``: zeros, for weights about to be loaded)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 rng=None, dtype=np.float32):
+                 rng=None, dtype=np.float32, initialize=True):
         self.stride, self.padding = stride, padding
         shape = (out_channels, in_channels, kernel_size, kernel_size)
-        self.weight = Parameter(init.orthogonal_array(shape, rng=rng, dtype=dtype))
+        self.weight = Parameter(init.orthogonal_array(shape, rng=rng, dtype=dtype) if initialize
+                                else np.zeros(shape, dtype=dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
 
     def forward(self, x):

@@ -112,7 +112,7 @@ def test_bad_images(tmp_path):
         read_image(tmp_path / "missing.png")
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, np.zeros((5, 10, 10), np.uint16))
-    with pytest.raises(InputError, match=r"shape \(5, 10, 10\).*one page"):
+    with pytest.raises(InputError, match=r"a stack of 5 pages \(shape \(5, 10, 10\)\).*one page"):
         read_image(stack)
     nan = tmp_path / "nan.tif"
     tifffile.imwrite(nan, np.full((4, 4), np.nan, np.float32))

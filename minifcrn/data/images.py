@@ -37,8 +37,7 @@ def _decode(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):
-            import tifffile
-            return np.asarray(tifffile.imread(path))
+            return _read_tiff(path)
         from PIL import Image
         with Image.open(path) as im:
             im.load()
@@ -50,6 +49,19 @@ def _decode(path: Path) -> np.ndarray:
     except Exception as exc:  # corrupt or unreadable file, whatever the decoder says
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: cannot read image ({reason})") from None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """The one image of a TIFF file; a multi-page stack is refused with how to take one page."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = len(tif.pages)
+        if pages > 1:
+            raise InputError(f"{path}: a stack of {pages} pages (shape {tif.series[0].shape}); count one page "
+                             f"at a time: save it as its own file (Fiji: Image > Duplicate; Python: tifffile.imwrite("
+                             f"'page.tif', tifffile.imread('{path.name}', key=0)))")
+        return np.asarray(tif.asarray())
 
 
 def to_plane(array, channel="grey", source="image") -> np.ndarray:
