@@ -84,13 +84,25 @@ def parse_roi(roi, shape, source="image"):
     return x0, y0, x1, y1
 
 
-def detect(density, threshold=DEFAULT_THRESHOLD, min_distance=DEFAULT_MIN_DISTANCE) -> np.ndarray:
-    """Local maxima of ``density`` (cells per pixel) as (K, 3) x, y, score, strongest first."""
-    size = 2 * int(min_distance) + 1
-    peaks = (density == ndimage.maximum_filter(density, size=size, mode="constant", cval=-np.inf))
-    peaks &= density > threshold
-    ys, xs = np.nonzero(peaks)
-    scores = density[ys, xs]
+def detect(density, threshold=DEFAULT_THRESHOLD, min_distance=DEFAULT_MIN_DISTANCE, rows=1024) -> np.ndarray:
+    """Local maxima of ``density`` (cells per pixel) as (K, 3) x, y, score, strongest first.
+
+    A pixel is a maximum if it is the largest within ``min_distance`` (a square) and
+    above ``threshold``.  Computed ``rows`` rows at a time, each block read with
+    ``min_distance`` rows of context, so a huge density needs no full-size temporaries.
+    """
+    size, reach = 2 * int(min_distance) + 1, int(min_distance)
+    found = []
+    for r0 in range(0, density.shape[0], rows):
+        a, b = max(0, r0 - reach), min(density.shape[0], r0 + rows + reach)
+        block = density[a:b]
+        peaks = (block == ndimage.maximum_filter(block, size=size, mode="constant", cval=-np.inf))
+        peaks &= block > threshold
+        peaks[:r0 - a] = False
+        peaks[r0 - a + rows:] = False
+        ys, xs = np.nonzero(peaks)
+        found.append((xs, ys + a, block[ys, xs]))
+    xs, ys, scores = (np.concatenate(parts) for parts in zip(*found)) if found else (np.empty(0),) * 3
     order = np.argsort(-scores, kind="stable")
     return np.stack([xs[order], ys[order], scores[order]], axis=1).astype(np.float64).reshape(-1, 3)
 
@@ -178,7 +190,7 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     """
     if isinstance(image, (str, Path)):
         source = str(image)
-        plane = read_image(image, channel)
+        plane = read_image(image, channel, memmap=True)  # a huge grey TIFF stays on disk until tiled
     else:
         source = "image"
         plane = to_plane(image, channel, source)
@@ -191,14 +203,15 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
         s = trained_cell_size(net) / cell_size
         shape = (max(1, round(plane.shape[0] * s)), max(1, round(plane.shape[1] * s)))
         seen = rescale(plane, shape) if shape != plane.shape else plane
-    density = _density(net, seen, source, device, tile_size) / net.density_scale
+    density = _density(net, seen, source, device, tile_size)
+    density /= net.density_scale
     detections = detect(density, threshold, min_distance)
     if seen is not plane:  # back to the image's pixels: per-pixel density times the area ratio
         sy, sx = seen.shape[0] / plane.shape[0], seen.shape[1] / plane.shape[1]
         density = rescale(density, plane.shape) * (sy * sx)
         detections[:, 0] = (detections[:, 0] + 0.5) / sx - 0.5
         detections[:, 1] = (detections[:, 1] + 0.5) / sy - 0.5
-    density = density.astype(np.float32)
+    density = density.astype(np.float32, copy=False)
     region = density
     if roi is not None:
         x0, y0, x1, y1 = roi

@@ -49,3 +49,34 @@ def test_bad_tile_size(image, tmp_path, capsys):
 def test_bad_tile_size_is_refused_even_when_one_tile_would_do(image):
     with pytest.raises(InputError, match="got 1001"):
         count(image[:40, :40], "fcrn-a", tile_size=1001)
+
+
+def test_a_huge_grey_tiff_is_memory_mapped_and_counts_as_the_decoded_image(tmp_path):
+    import tifffile
+
+    from minifcrn.data.images import read_image
+
+    rng = np.random.default_rng(2)
+    pixels = (rng.random((300, 260)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", pixels)                      # uncompressed: mappable
+    tifffile.imwrite(tmp_path / "packed.tif", pixels, compression="zlib")  # compressed: decoded
+    mapped = read_image(tmp_path / "big.tif", memmap=True)
+    assert isinstance(mapped, np.memmap) and mapped.dtype == np.uint16
+    assert not isinstance(read_image(tmp_path / "packed.tif", memmap=True), np.memmap)
+    net = load_model("fcrn-a")
+    reference = count(pixels.astype(np.float32), net, tile_size=0)
+    for path in ("big.tif", "packed.tif"):
+        for tile in (0, 128):
+            result = count(tmp_path / path, net, tile_size=tile)
+            np.testing.assert_allclose(result.density, reference.density, rtol=0, atol=1e-6)
+            assert np.array_equal(result.detections, reference.detections)
+
+
+def test_nan_in_a_memory_mapped_tiff_is_refused(tmp_path):
+    import tifffile
+
+    pixels = np.ones((40, 40), np.float32)
+    pixels[5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", pixels)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        count(tmp_path / "nan.tif")

@@ -24,11 +24,36 @@ class InputError(ValueError):
     """Bad user input; the message is one line naming the file, argument or value."""
 
 
-def read_image(path, channel="grey") -> np.ndarray:
-    """The image at ``path`` as a float32 array (H, W), in its original intensity units."""
+def read_image(path, channel="grey", memmap=False) -> np.ndarray:
+    """The image at ``path`` as a float32 array (H, W), in its original intensity units.
+
+    ``memmap=True``: an uncompressed single-page grey TIFF is returned memory-mapped
+    in its own pixel type (``tifffile.memmap``), so a huge image is read only where,
+    and when, it is used; everything downstream converts it block by block.
+    """
     path = Path(path)
+    if memmap and path.suffix.lower() in (".tif", ".tiff"):
+        mapped = _memmap_tiff(path)
+        if mapped is not None:
+            return mapped
     array = _decode(path)
     return to_plane(array, channel, source=str(path))
+
+
+def _memmap_tiff(path: Path):
+    """The pixels of a grey, uncompressed, single-page TIFF as a read-only memory map, else None."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if len(tif.pages) != 1 or page.compression != 1 or page.samplesperpixel != 1 or \
+                    not page.is_contiguous or page.dtype is None or page.dtype.kind not in "uif":
+                return None
+        mapped = tifffile.memmap(path, mode="r")
+    except Exception:  # noqa: BLE001 - not mappable: the ordinary reader says what is wrong
+        return None
+    return mapped if mapped.ndim == 2 and mapped.size else None
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -101,6 +126,8 @@ def plane_statistics(plane: np.ndarray, source="image", rows=1024) -> tuple[floa
     for r in range(0, plane.shape[0], rows):
         total += float(np.sum(plane[r:r + rows], dtype=np.float64))
     mean = total / n
+    if not np.isfinite(mean):
+        raise InputError(f"{source}: image contains NaN or infinite values")
     squares = 0.0
     for r in range(0, plane.shape[0], rows):
         block = np.asarray(plane[r:r + rows], dtype=np.float64) - mean
