@@ -49,20 +49,13 @@ def main(argv=None):
              f"{r.feature_error:.2g}", f"{r.correlation:.3f}"] for r in results]
     image = Path(args.image).relative_to(common.REPO_DIR.parent) if VGG_101.exists() and args.image == str(VGG_101) \
         else Path(args.image).name
-    body = "\n".join([
-        "## Feature inversion (paper section 5, Figure 11)",
-        "",
-        f"- Machine: {common.cpu_model()}; {common.now_iso()}; {seconds:.0f} s for all layers",
-        f"- Command: `{common.command_line()}`; model `{args.model}`; image `{image}`, crop {args.crop}",
-        f"- Figure: [`bench/figures/{figure.name}`](figures/{figure.name}) (input, then each layer's reconstruction)",
-        "- E = ||phi(x) - phi0||^2 / ||phi0||^2 + 1e-3 mean(x^2), from a random image, momentum 0.9 on the input; "
-        "feature error = the first term at the end; r = correlation of the reconstruction with the input",
-        "",
-        common.md_table(["layer", "steps", "E start", "E end", "feature error", "r"], rows, "lrrrrr"),
-    ])
-    print(body)
-    common.update_results_section(common.RESULTS_MD, "inversion", body)
-
+    common.publish("inversion", "Feature inversion (paper section 5, Figure 11)", [
+        f"Machine: {common.cpu_model()}; {common.now_iso()}; {seconds:.0f} s for all layers",
+        f"Command: `{common.command_line()}`; model `{args.model}`; image `{image}`, crop {args.crop}",
+        f"Figure: [`bench/figures/{figure.name}`](figures/{figure.name}) (input, then each layer's reconstruction)",
+        "E = ||phi(x) - phi0||^2 / ||phi0||^2 + 1e-3 mean(x^2), from a random image, momentum 0.9 on the input; "
+        "feature error = the first term at the end; r = correlation of the reconstruction with the input"],
+        common.md_table(["layer", "steps", "E start", "E end", "feature error", "r"], rows, "lrrrrr"))
 
 if __name__ == "__main__":
     main()

@@ -128,17 +128,10 @@ def cmd_speed(args):
         payload[f"{size}x{size}"] = stats
         rows.append([f"{size}x{size}", cells, f"{stats['median_ms']:.1f}", f"{stats['min_ms']:.1f}",
                      f"{stats['max_ms']:.1f}"])
-    common.write_json(common.RUNS_DIR / f"synth-speed-{common.now_stamp()}.json", payload)
-    body = "\n".join([
-        "## Synthetic images: generation speed (`minifcrn.synth.generate`)",
-        "",
-        f"- Machine: {payload['machine']}, one thread; {payload['date']}",
-        f"- Command: `{payload['command']}` ({args.repeats} images each, different seeds)",
-        "",
-        common.md_table(["image", "nuclei", "median ms", "min ms", "max ms"], rows, "lrrrr"),
-    ])
-    print(body)
-    common.update_results_section(common.RESULTS_MD, "synth-speed", body)
+    common.publish("synth-speed", "Synthetic images: generation speed (`minifcrn.synth.generate`)", [
+        f"Machine: {payload['machine']}, one thread; {payload['date']}",
+        f"Command: `{payload['command']}` ({args.repeats} images each, different seeds)"],
+        common.md_table(["image", "nuclei", "median ms", "min ms", "max ms"], rows, "lrrrr"), payload)
 
 
 def cmd_report(args):
@@ -156,27 +149,19 @@ def cmd_report(args):
         rows.append([variant, r["train_images"], f"{r['test_mae']:.2f}", f"{r['test_bias']:+.2f}", gap,
                      f"{r['train_s'] / 60:.0f}"])
     any_run = next(iter(runs.values()))
-    body = "\n".join([
-        "## Trained on the generator alone vs on VGG images (FCRN-A, test MAE on VGG 101-200)",
-        "",
-        f"- Machine: {any_run['machine']}; runs dated {min(r['date'] for r in runs.values())[:10]}"
+    common.publish("synthetic", "Trained on the generator alone vs on VGG images (FCRN-A, test MAE on VGG 101-200)", [
+        f"Machine: {any_run['machine']}; runs dated {min(r['date'] for r in runs.values())[:10]}"
         f" to {max(r['date'] for r in runs.values())[:10]}",
-        "- Command: `python bench/synthetic.py train` then `python bench/synthetic.py report`; runs stored in "
+        "Command: `python bench/synthetic.py train` then `python bench/synthetic.py report`; runs stored in "
         "`bench/runs/synthetic.jsonl`",
-        f"- Recipe (all rows): {RECIPE['epochs']} patch epochs of {RECIPE['steps_per_epoch']} batches of 8x96x96 "
+        f"Recipe (all rows): {RECIPE['epochs']} patch epochs of {RECIPE['steps_per_epoch']} batches of 8x96x96 "
         f"(lr {RECIPE['lr']}, /10 at epoch {RECIPE['milestones'][0]}), then from the best of those {WHOLE_STEPS} "
         f"whole-image steps (lr {FINETUNE['finetune_lr']}, count term {FINETUNE['count_weight']:g}); "
-        "best epoch by validation MAE. "
-        "Generated rows: 300 images (`SynthConfig()` defaults), validation on 30 other generated images; "
-        "no VGG image is seen before the test. `no-X`: the generator with component X off "
-        "(`minifcrn.synth.COMPONENTS`).",
-        "",
+        "best epoch by validation MAE. Generated rows: 300 images (`SynthConfig()` defaults), validation on 30 "
+        "other generated images; no VGG image is seen before the test. `no-X`: the generator with component X "
+        "off (`minifcrn.synth.COMPONENTS`)."],
         common.md_table(["training data", "images", "test MAE", "bias", "vs VGG-trained", "train min"], rows,
-                        "lrrrrr"),
-    ])
-    print(body)
-    common.update_results_section(common.RESULTS_MD, "synthetic", body)
-
+                        "lrrrrr"))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
