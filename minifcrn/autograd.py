@@ -12,28 +12,35 @@ buffer a ``forward`` saved, is released as soon as it has been used.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
 from minifcrn import backend
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether recording is on, per thread: one thread's ``no_grad`` (say a Dask worker's)
+    must not switch recording off, or back on, under another."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    """Whether calls on tensors are being recorded for backward."""
-    return _grad_enabled
+    """Whether calls on tensors are being recorded for backward (in this thread)."""
+    return _grad_mode.enabled
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Context manager: nothing run inside it is recorded for backward."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Context manager: nothing run inside it (in this thread) is recorded for backward."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 class Function:
@@ -56,7 +63,7 @@ class Function:
                              "move them with .to(device)")
         self.needs_input_grad = tuple(t.requires_grad for t in tensors)
         output = Tensor(self.forward(*(t.data for t in tensors)))
-        if _grad_enabled and any(self.needs_input_grad):
+        if _grad_mode.enabled and any(self.needs_input_grad):
             output.requires_grad = True
             output.creator = self
             # The graph keeps where each input's gradient goes, not the input itself: the

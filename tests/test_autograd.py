@@ -188,3 +188,29 @@ def test_leaf_gradients_never_alias():
     upstream = np.ones(6)
     z.reshape(6).backward(upstream)  # reshape's gradient is a view of the upstream array
     assert not np.shares_memory(z.grad, upstream)
+
+
+def test_no_grad_in_one_thread_leaves_the_others_recording():
+    """Threads (e.g. Dask workers) entering and leaving no_grad out of step leave recording as it was."""
+    import threading
+
+    entered, release = threading.Barrier(2), threading.Event()
+
+    def worker(first):
+        with mf.no_grad():
+            entered.wait()
+            if first:
+                release.wait(5)  # leaves after the other thread, which entered after it
+            else:
+                release.set()
+            assert not mf.is_grad_enabled()
+
+    threads = [threading.Thread(target=worker, args=(k == 0,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    assert mf.is_grad_enabled()
+    for t in threads:
+        t.join()
+    assert mf.is_grad_enabled()
+    x = mf.tensor(np.ones(3), requires_grad=True)
+    assert (x * 2).sum().requires_grad
