@@ -22,12 +22,13 @@ EXIT_BAD_INPUT = 2
 
 
 def _channel(value: str):
-    if value == "grey":
+    if value in ("grey", "inverted"):
         return value
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--channel must be 'grey' or a channel number, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"--channel must be 'grey', 'inverted' or a channel number, "
+                                         f"got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="PNG/TIFF files or folders of them")
     c.add_argument("--sample", action="store_true", help="also count the sample image shipped with minifcrn")
     c.add_argument("--model", default="fcrn-a", help="fcrn-a, fcrn-b (shipped) or a weights .npz")
-    c.add_argument("--channel", type=_channel, default="grey", help="'grey' (mean of RGB) or a channel number")
+    c.add_argument("--channel", type=_channel, default="grey",
+                   help="'grey' (mean of RGB), 'inverted' (grey negated: dark nuclei, e.g. H&E) or a channel number")
     c.add_argument("--roi", help="count only inside x0,y0,x1,y1 (pixels, x1/y1 exclusive)")
     c.add_argument("--out", help="folder for results.csv/.json (one row per image, written as it goes), "
                                  "<name>_detections.csv and <name>_count.png")

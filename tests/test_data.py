@@ -91,8 +91,20 @@ def test_read_image_channel_selection(tmp_path):
     path = write_png(tmp_path / "c.png", rgb)
     np.testing.assert_array_equal(read_image(path, channel=2), rgb[..., 2])
     np.testing.assert_allclose(read_image(path), rgb[..., 2] / 3, rtol=1e-6)
-    with pytest.raises(InputError, match="channel must be 'grey' or 0, 1, 2"):
+    with pytest.raises(InputError, match="channel must be 'grey', 'inverted' or 0, 1, 2"):
         read_image(path, channel=5)
+
+
+def test_inverted_channel_turns_dark_nuclei_bright(tmp_path):
+    rgb = np.full((8, 8, 3), 200, np.uint8)
+    rgb[3:5, 3:5] = (60, 20, 90)  # a dark, purple nucleus on a pale background (H&E)
+    path = write_png(tmp_path / "he.png", rgb)
+    inverted = read_image(path, channel="inverted")
+    np.testing.assert_allclose(inverted, -read_image(path), rtol=0)
+    assert inverted[4, 4] > inverted[0, 0]
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, rgb[..., 0])  # a mappable grey TIFF is negated too, not memory-mapped as is
+    np.testing.assert_array_equal(read_image(grey, "inverted", memmap=True), -rgb[..., 0].astype(np.float32))
 
 
 @pytest.mark.parametrize("content, match", [

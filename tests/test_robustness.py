@@ -103,6 +103,7 @@ def test_damaged_files_are_counted_or_refused_in_one_line(tmp_path_factory, caps
         assert_one_clean_line(capsys, path)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # tifffile on odd arrays
 @settings(max_examples=25)
 @given(spec=arrays)
 def test_odd_shapes_dtypes_and_values_are_counted_or_refused_in_one_line(tmp_path_factory, capsys, spec):

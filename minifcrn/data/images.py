@@ -9,6 +9,9 @@ grey (H, W), RGB or RGBA (H, W, 3|4; alpha dropped) or channels-first TIFF
   standardisation makes the same; on a grey image it is the image itself.
 * an integer N: channel N only, as the paper used the nucleus channel of
   multi-channel fluorescence images.
+* ``"inverted"``: the grey plane negated, for nuclei darker than their
+  background (H&E or bright-field histology), which then look like the bright
+  nuclei of fluorescence the networks learnt.
 
 Standardisation subtracts the image's (or patch's) own mean and divides by
 its standard deviation, the same in training and at inference.
@@ -32,7 +35,7 @@ def read_image(path, channel="grey", memmap=False) -> np.ndarray:
     and when, it is used; everything downstream converts it block by block.
     """
     path = Path(path)
-    if memmap and path.suffix.lower() in (".tif", ".tiff"):
+    if memmap and channel == "grey" and path.suffix.lower() in (".tif", ".tiff"):
         mapped = _memmap_tiff(path)
         if mapped is not None:
             return mapped
@@ -106,13 +109,16 @@ def to_plane(array, channel="grey", source="image") -> np.ndarray:
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{source}: image is empty (shape {a.shape})")
     if a.ndim == 3:
-        if channel == "grey":
+        if channel in ("grey", "inverted"):
             a = a.astype(np.float32).mean(axis=-1)
         elif isinstance(channel, (int, np.integer)) and not isinstance(channel, bool) and 0 <= channel < 3:
             a = a[..., int(channel)]
         else:
-            raise InputError(f"{source}: channel must be 'grey' or 0, 1, 2 for an RGB image, got {channel!r}")
+            raise InputError(f"{source}: channel must be 'grey', 'inverted' or 0, 1, 2 for an RGB image, "
+                             f"got {channel!r}")
     plane = a.astype(np.float32)
+    if channel == "inverted":
+        np.negative(plane, out=plane)
     if not np.isfinite(plane).all():
         raise InputError(f"{source}: image contains NaN or infinite values")
     return plane
