@@ -56,8 +56,7 @@ def main(argv=None):
                      f"{row['cell_size mae']:.1f} ({100 * row['cell_size mae'] / mean_truth:.0f}%)"])
         print(rows[-1], flush=True)
     common.publish("cell-size", "Cells of other sizes: `count(..., cell_size=D)`", [
-        f"Machine: {payload['machine']}; {payload['date']}",
-        f"Command: `{payload['command']}`; model: `{args.model}` (trained on 9-pixel nuclei)",
+        f"Model: `{args.model}` (trained on 9-pixel nuclei)",
         f"Data: {args.images} generated images per row (`SynthConfig` defaults, magnified: radius, side and "
         "blur scaled together; the same seeds, so the same cell numbers, at every size)"],
         common.md_table(["nucleus diameter px", "image", "mean count", "MAE as is", "MAE with --cell-size"], rows,

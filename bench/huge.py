@@ -88,8 +88,7 @@ def main(argv=None):
                          f"{side * side / r['seconds'] / 1e6:.2f}", f"{r['density_mb']:.0f}", peak])
             print(rows[-1], flush=True)
     common.publish("huge", "Huge images: time and peak memory of `count` (CPU)", [
-        f"Machine: {payload['machine']}, {payload['cores']} cores, 23 GiB RAM; {payload['date']}",
-        f"Command: `{payload['command']}`",
+        f"{payload['cores']} cores, 23 GiB RAM",
         "Image: the shipped sample tiled with flips, 8-bit grey uncompressed TIFF (memory-mapped by `count`); "
         "shipped FCRN-A; each row a fresh process, peak = its maximum resident set (ru_maxrss), which includes "
         "the mapped file's touched pages and the full-size float32 density the result holds"],

@@ -52,8 +52,6 @@ def main(argv=None):
                          f"{100 * run['mean_relative_error']:.0f}%"])
             print(rows[-1], flush=True)
     common.publish("mbm-zero-shot", "Real H&E images, no training on them: shipped weights on MBM", [
-        f"Machine: {payload['machine']}; {payload['date']}",
-        f"Command: `{payload['command']}`",
         f"Data: all {len(samples)} MBM images (600x600 H&E, {truth.mean():.0f} +/- {truth.std():.0f} cells); "
         "`channel='inverted'` (grey negated: dark nuclei become bright), `cell_size` = the assumed nucleus "
         "diameter in pixels (the image is resized so nuclei are 9 px). The shipped weights were trained on VGG "

@@ -129,8 +129,7 @@ def cmd_speed(args):
         rows.append([f"{size}x{size}", cells, f"{stats['median_ms']:.1f}", f"{stats['min_ms']:.1f}",
                      f"{stats['max_ms']:.1f}"])
     common.publish("synth-speed", "Synthetic images: generation speed (`minifcrn.synth.generate`)", [
-        f"Machine: {payload['machine']}, one thread; {payload['date']}",
-        f"Command: `{payload['command']}` ({args.repeats} images each, different seeds)"],
+        f"One thread; {args.repeats} images each, different seeds"],
         common.md_table(["image", "nuclei", "median ms", "min ms", "max ms"], rows, "lrrrr"), payload)
 
 
