@@ -158,7 +158,9 @@ def cmd_report(args):
         f"whole-image steps (lr {FINETUNE['finetune_lr']}, count term {FINETUNE['count_weight']:g}); "
         "best epoch by validation MAE. Generated rows: 300 images (`SynthConfig()` defaults), validation on 30 "
         "other generated images; no VGG image is seen before the test. `no-X`: the generator with component X "
-        "off (`minifcrn.synth.COMPONENTS`)."],
+        "off (`minifcrn.synth.COMPONENTS`).",
+        "train min: the wall time of the epochs, inflated by other jobs sharing the 2 cores (and no-blur by a "
+        "28-minute pause); not a speed figure"],
         common.md_table(["training data", "images", "test MAE", "bias", "vs VGG-trained", "train min"], rows,
                         "lrrrrr"))
 
