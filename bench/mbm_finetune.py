@@ -128,9 +128,9 @@ def cmd_report(args):
 
 
 def _curve(curves):
-    from minifcrn.figures import MissingMatplotlib, _figure, _save
+    from minifcrn.figures import MissingMatplotlib, new_figure, save_png
     try:
-        fig = _figure(5, 3.5)
+        fig = new_figure(5, 3.5)
     except MissingMatplotlib:
         return None
     ax = fig.subplots()
@@ -143,7 +143,7 @@ def _curve(curves):
     ax.legend()
     path = common.BENCH_DIR / "figures" / "mbm-finetune.png"
     path.parent.mkdir(exist_ok=True)
-    _save(fig, path)
+    save_png(fig, path)
     return path
 
 

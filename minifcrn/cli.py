@@ -439,8 +439,6 @@ def cmd_invert(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from tqdm import tqdm
-
     from minifcrn.data.images import InputError
     from minifcrn.synth import write_dataset
 
@@ -448,8 +446,7 @@ def cmd_synth(args) -> int:
         if args.n < 1:
             raise InputError(f"synth: --n must be at least 1, got {args.n}")
         config = _synth_config(args)
-        for i in tqdm(range(args.n), desc="generating", unit="image", disable=None, leave=False):
-            write_dataset(args.out, 1, config, args.synth_seed, start=i)
+        write_dataset(args.out, args.n, config, args.synth_seed, progress=True)
     except InputError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT

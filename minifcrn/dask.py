@@ -62,8 +62,9 @@ def density(array, model="fcrn-a", chunk=1024, device="cpu"):
     if image.ndim != 2:
         raise InputError(f"minifcrn.dask: the image must be a 2-D (grey) array, got shape {image.shape}")
     image = image.rechunk(tuple(_grid_chunks(c, net.divisor) for c in image.chunks))
-    mean = float(image.mean(dtype=np.float64).compute())
-    std = float(image.std(dtype=np.float64).compute())
+    import dask
+
+    mean, std = (float(v) for v in dask.compute(image.mean(dtype=np.float64), image.std(dtype=np.float64)))
     if not std > 1e-12 * max(1.0, abs(mean)):
         raise InputError(f"minifcrn.dask: image is constant (value {mean:g}); nothing to count")
     margin = tile_margin(net)

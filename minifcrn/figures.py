@@ -26,7 +26,8 @@ class MissingMatplotlib(InputError):
     """matplotlib is not installed; the message says how to install it."""
 
 
-def _figure(width, height):
+def new_figure(width, height):
+    """A matplotlib Figure of ``width`` x ``height`` inches at 100 dpi, drawn off-screen (no pyplot state)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -37,7 +38,8 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path):
+def save_png(fig, path):
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
     from minifcrn.io import atomic_write
 
     buffer = io.BytesIO()
@@ -51,7 +53,7 @@ def count_figure(result, path, truth=None, panel_inches=3.2):
     from minifcrn.data.annotations import SCALE, density_map
 
     panels = 3 if truth is None else 4
-    fig = _figure(panel_inches * panels + 0.6, panel_inches + 0.5)
+    fig = new_figure(panel_inches * panels + 0.6, panel_inches + 0.5)
     axes = fig.subplots(1, panels)
     plane = result.plane if result.plane is not None else result.density
     lo, hi = np.percentile(plane, [0.5, 99.5])
@@ -85,12 +87,12 @@ def count_figure(result, path, truth=None, panel_inches=3.2):
         x0, y0, x1, y1 = result.roi
         for ax in axes:
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=ORANGE, lw=1))
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def training_curves(history, path):
     """Write ``path`` (PNG): training loss (log scale) and validation MAE against the epoch."""
-    fig = _figure(8, 3.2)
+    fig = new_figure(8, 3.2)
     loss_ax, mae_ax = fig.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
     whole = [row["epoch"] for row in history if row.get("phase") == "whole"]
@@ -111,4 +113,4 @@ def training_curves(history, path):
         ax.grid(alpha=0.3)
     if whole:
         mae_ax.legend(loc="upper right", fontsize=7)
-    _save(fig, path)
+    save_png(fig, path)

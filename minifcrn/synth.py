@@ -176,11 +176,9 @@ class SyntheticSamples:
         made = generate(self.config, image_seed(self.seed, index))
         return Sample(f"synth_{index:05d}", made.image.astype(np.float32), made.points)
 
-    def __iter__(self):
-        return (self[i] for i in range(self.n))
 
-
-def write_dataset(out, n: int, config: SynthConfig = SynthConfig(), seed: int = 0, start: int = 0):
+def write_dataset(out, n: int, config: SynthConfig = SynthConfig(), seed: int = 0, start: int = 0,
+                  progress=False):
     """Write images ``synth_NNNNN.png`` (8-bit) or ``.tif`` (16-bit) with their centres in
     ``synth_NNNNN.csv`` (x,y), the layout ``load_samples`` reads; each file atomically,
     files already there are kept (so an interrupted call resumes).  Returns the image paths."""
@@ -188,13 +186,16 @@ def write_dataset(out, n: int, config: SynthConfig = SynthConfig(), seed: int = 
     import io
     from pathlib import Path
 
+    from tqdm import tqdm
+
     from minifcrn.io import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if config.bit_depth == 8 else ".tif"
     paths = []
-    for index in range(start, start + n):
+    for index in tqdm(range(start, start + n), desc="generating", unit="image", disable=None if progress else True,
+                      leave=False):
         image_path, csv_path = out / f"synth_{index:05d}{suffix}", out / f"synth_{index:05d}.csv"
         paths.append(image_path)
         if image_path.is_file() and csv_path.is_file():
