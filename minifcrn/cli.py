@@ -2,7 +2,7 @@
 
     minifcrn count IMAGE_OR_DIR... [--model fcrn-a|fcrn-b|PATH] [--channel grey|N] [--roi x0,y0,x1,y1]
                                    [--out DIR] [--json] [--threshold T] [--min-distance D] [--device cpu|cuda]
-    minifcrn evaluate --model M DIR [--channel grey|N] [--radius 5]
+    minifcrn evaluate --model M DIR [--channel grey|N] [--radius 5] [--protocol vgg]
     minifcrn train --data DIR [--val DIR] --out DIR [--arch fcrn-a|fcrn-b] [--epochs E] ... [--resume]
 
 Every sub-command is a thin shell over functions importable from Python.  Bad
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--min-distance", type=int, default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    e.add_argument("--protocol", choices=["vgg"], default=None,
+                   help="vgg: score only the test images of the paper's Table 1 (101cell-200cell)")
 
     t = sub.add_parser("train", help="train an FCRN on annotated images")
     t.add_argument("--data", metavar="DIR", help="training images with annotations")
@@ -334,7 +336,7 @@ def cmd_evaluate(args) -> int:
         report = evaluate_folder(args.folder, args.model, args.channel, args.radius,
                                  DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
                                  DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance,
-                                 args.device)
+                                 args.device, args.protocol)
     except InputError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT

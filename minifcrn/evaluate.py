@@ -34,12 +34,36 @@ def f1_scores(matched, detected, truth):
     return precision, recall, f1
 
 
+PROTOCOLS = ("vgg",)
+
+
+def protocol_images(folder, protocol):
+    """The image names a protocol tests on ("vgg": VGG images 101-200, see ``minifcrn.protocol``),
+    checked to be in ``folder``; None for no protocol (every annotated image)."""
+    from minifcrn.data.images import InputError
+    from minifcrn.data.samples import find_pairs
+    from minifcrn.protocol import vgg_test_names
+
+    if protocol is None:
+        return None
+    if protocol not in PROTOCOLS:
+        raise InputError(f"evaluate: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    names = set(vgg_test_names())
+    missing = sorted(names - {image.stem for image, _ in find_pairs(folder)})
+    if missing:
+        raise InputError(f"{folder}: the vgg protocol tests on 101cell.png-200cell.png with their dots; "
+                         f"{len(missing)} missing (first: {missing[0]})")
+    return names
+
+
 def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshold=DEFAULT_THRESHOLD,
-                    min_distance=DEFAULT_MIN_DISTANCE, device="cpu") -> dict:
-    """Per-image and pooled scores of ``model`` on every annotated image of ``folder``."""
+                    min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None) -> dict:
+    """Per-image and pooled scores of ``model`` on every annotated image of ``folder``, or on
+    the test images of ``protocol`` ("vgg": images 101-200 of the VGG cells, as Table 1)."""
+    names = protocol_images(folder, protocol)
     net = load_model(model, device)
     rows, totals = [], np.zeros(3)
-    for s in load_samples(folder, channel):
+    for s in load_samples(folder, channel, names):
         r = count(s.image, net, "grey", None, threshold, min_distance, device)
         matched = match_detections(r.detections, s.points, radius)
         totals += (matched, len(r.detections), s.count)
@@ -51,5 +75,5 @@ def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshol
     summary = {"images": len(rows), "mae": float(errors.mean()),
                "mean_relative_error": float(np.mean(errors / np.maximum(truth, 1))),
                "precision": precision, "recall": recall, "f1": f1, "radius": radius,
-               "threshold": threshold, "min_distance": min_distance}
+               "threshold": threshold, "min_distance": min_distance, "protocol": protocol}
     return {"summary": summary, "images": rows}

@@ -100,6 +100,12 @@ def test_evaluate_cli(weights, images, capsys):
     assert report["summary"]["mae"] == pytest.approx(np.mean([r["abs_error"] for r in report["images"]]))
 
 
+def test_evaluate_vgg_protocol_needs_the_test_images(weights, images, capsys):
+    assert main(["evaluate", str(images), "--model", str(weights), "--protocol", "vgg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(images) in err[0] and "101cell" in err[0] and "100 missing" in err[0]
+
+
 def test_console_script_version():
     out = subprocess.run([sys.executable, "-m", "minifcrn", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"minifcrn {minifcrn.__version__}"

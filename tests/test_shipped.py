@@ -33,3 +33,17 @@ def test_shipped_weights_reproduce_their_test_mae(name):
     test = load_samples(VGG, names={f"{i:03d}cell" for i in range(101, 201)})
     mae = validation_mae(model, test)
     assert mae == pytest.approx(model.meta["record"]["test_mae_101_200"], abs=2e-3)
+
+
+@pytest.mark.skipif(not VGG.is_dir(), reason="../shared/data/vgg_cells is not here")
+def test_evaluate_with_the_vgg_protocol_scores_the_table1_test_images(capsys):
+    import json
+
+    from minifcrn.cli import main
+
+    assert main(["evaluate", str(VGG), "--protocol", "vgg", "--model", "fcrn-a", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(r["image"] for r in report["images"]) == [f"{i:03d}cell" for i in range(101, 201)]
+    record = load_model("fcrn-a").meta["record"]
+    assert report["summary"]["mae"] == pytest.approx(record["test_mae_101_200"], abs=2e-3)
+    assert report["summary"]["protocol"] == "vgg" and 0.5 < report["summary"]["f1"] <= 1

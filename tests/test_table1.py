@@ -1,0 +1,121 @@
+"""The Table 1 protocol and runner (bench/table1.py) on a tiny configuration: splits, resume, aggregation."""
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minifcrn import protocol
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def table1():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("table1", BENCH / "table1.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_vgg(tmp_path_factory):
+    """Twelve generated 64x64 images named as the VGG set: 001cell.png with 001cell.csv, ..."""
+    from minifcrn.synth import SynthConfig, write_dataset
+
+    folder = tmp_path_factory.mktemp("vgg")
+    made = tmp_path_factory.mktemp("made")
+    for i, path in enumerate(write_dataset(made, 12, SynthConfig(height=64, width=64, cells=(10, 30)), seed=3)):
+        shutil.move(path, folder / f"{protocol.vgg_name(i + 1)}.png")
+        shutil.move(path.with_suffix(".csv"), folder / f"{protocol.vgg_name(i + 1)}.csv")
+    return folder
+
+
+TINY = dict(pool=range(1, 9), test=range(9, 13), whole_steps=2, progress=False, flips=False,
+            patches={"epochs": 2, "steps_per_epoch": 3, "lr": 0.01, "milestones": [1], "patch_size": 32,
+                     "batch_size": 2})
+
+
+@pytest.mark.parametrize("n", [1, 8, 32, 64])
+def test_vgg_split_is_disjoint_sized_and_fixed_by_n_and_draw(n):
+    train, val = protocol.vgg_split(n, 3)
+    assert len(train) == n and len(val) == min(n, 100 - n) and not set(train) & set(val)
+    assert set(train) | set(val) <= {protocol.vgg_name(i) for i in protocol.POOL}
+    assert protocol.vgg_split(n, 3) == (train, val)
+    assert protocol.vgg_split(n, 4) != (train, val)
+
+
+def test_vgg_split_refuses_sizes_the_pool_cannot_hold():
+    with pytest.raises(ValueError, match="N must be between 1 and 99"):
+        protocol.vgg_split(100, 0)
+
+
+def test_killed_run_resumes_to_the_same_result(table1, tiny_vgg, tmp_path, monkeypatch):
+    """A run interrupted in its patch phase, run again, ends with the weights and row of an
+    uninterrupted run, and leaves one JSON line."""
+    whole = table1.train_run("fcrn-a", "count", 2, 0, data=tiny_vgg, work=tmp_path / "a",
+                             runs_path=tmp_path / "a.jsonl", **TINY)
+
+    import minifcrn.train as train
+    calls, loss = [0], train.training_loss
+
+    class Killed(Exception):
+        pass
+
+    def interrupted(*args):
+        calls[0] += 1
+        if calls[0] == 5:  # in the second patch epoch (3 steps each)
+            raise Killed
+        return loss(*args)
+
+    monkeypatch.setattr(train, "training_loss", interrupted)
+    with pytest.raises(Killed):
+        table1.train_run("fcrn-a", "count", 2, 0, data=tiny_vgg, work=tmp_path / "b",
+                         runs_path=tmp_path / "b.jsonl", **TINY)
+    assert not (tmp_path / "b.jsonl").exists()
+    monkeypatch.setattr(train, "training_loss", loss)
+    resumed = table1.train_run("fcrn-a", "count", 2, 0, data=tiny_vgg, work=tmp_path / "b",
+                               runs_path=tmp_path / "b.jsonl", **TINY)
+
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1
+    for key in ("test_mae", "test_bias", "val_mae", "best_epoch", "epochs", "N", "draw", "seed"):
+        assert resumed[key] == whole[key], key
+    a = np.load(tmp_path / "a" / "fcrn-a-n2-d0" / "count" / "best.npz")
+    b = np.load(tmp_path / "b" / "fcrn-a-n2-d0" / "count" / "best.npz")
+    assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
+    assert whole["train_images"] == whole["val_images"] == 2 and whole["test_images"] == 4
+    assert whole["epochs"] == 2 + 1 and np.isfinite(whole["test_mae"])
+
+
+def test_variants_share_the_patch_phase(table1, tiny_vgg, tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    first = table1.train_run("fcrn-a", "paper", 2, 1, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    log = (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text()
+    second = table1.train_run("fcrn-a", "count", 2, 1, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    assert (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text() == log  # not trained again
+    assert {first["variant"], second["variant"]} == {"paper", "count"}
+    assert set(table1.stored_runs(runs)) == {"fcrn-a-paper-n2-d1", "fcrn-a-count-n2-d1"}
+
+
+def test_aggregation_means_stds_and_partial_cells(table1, tmp_path):
+    rng = np.random.default_rng(0)
+    maes = {(n, d): float(rng.uniform(2, 5)) for n in (8, 32) for d in range(5)}
+    lines = [{"model": "fcrn-a", "variant": "paper", "N": n, "draw": d, "test_mae": m, "test_mae_flip8": m - 0.1}
+             for (n, d), m in maes.items() if n == 8 or d < 3]
+    stale = {**lines[0], "test_mae": 99.0}  # an earlier run of the same key: the later line counts
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [stale] + lines))
+    runs = table1.stored_runs(path)
+    agg = table1.aggregate(runs)
+    full = [maes[(8, d)] for d in range(5)]
+    assert agg[("fcrn-a", "paper", 8)] == pytest.approx((np.mean(full), np.std(full, ddof=1), 5))
+    part = [maes[(32, d)] for d in range(3)]
+    assert agg[("fcrn-a", "paper", 32)] == pytest.approx((np.mean(part), np.std(part, ddof=1), 3))
+    assert agg[("fcrn-a", "paper + flip8", 8)][0] == pytest.approx(np.mean(full) - 0.1)
+    table = table1.table_markdown(runs)
+    assert f"{np.mean(part):.2f} +/- {np.std(part, ddof=1):.2f} (3/5 draws)" in table
+    assert f"| FCRN-A ours, paper | {np.mean(full):.2f} +/- {np.std(full, ddof=1):.2f} |" in table
