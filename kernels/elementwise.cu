@@ -1,6 +1,7 @@
-/* Elementwise kernels: ReLU (minifcrn/ops/relu.py), bias + ReLU fused, the
- * partial sums of the squared error (minifcrn/ops/loss.py) and the momentum
- * SGD step of the paper's eq. 3 (minifcrn/optim.py).
+/* Elementwise kernels: ReLU (minifcrn/ops/relu.py), the partial sums of the
+ * squared error (minifcrn/ops/loss.py) and the momentum SGD step of the paper's
+ * eq. 3 (minifcrn/optim.py).  (The conv's bias needs no pass of its own to fuse
+ * with the ReLU: it is added in the pass that lays the product out as NCHW.)
  *
  * Conventions as in conv.cu: <name>_f32 / <name>_f64 export a template for
  * float / double; `int` scalars; 1-D launch with a grid-stride loop over a
@@ -27,18 +28,6 @@ template <typename T>
 __device__ void relu_backward(const T* __restrict__ dy, const T* __restrict__ y, int n, T* __restrict__ dx)
 {
     for (long long t = first_index(); t < n; t += grid_stride()) dx[t] = dy[t] * (T)(y[t] > 0);
-}
-
-/* Bias and ReLU in one pass over x (N, C, HW), HW = H*W.  One thread per element
- * t = (n*C + c)*HW + h:  y[t] = relu(x[t] + b[c]),  c = (t / HW) % C. */
-template <typename T>
-__device__ void bias_relu_forward(const T* __restrict__ x, const T* __restrict__ b, int N, int C, int HW,
-                                  T* __restrict__ y)
-{
-    const long long total = (long long)N * C * HW;
-    for (long long t = first_index(); t < total; t += grid_stride()) {
-        y[t] = relu(x[t] + b[t / HW % C]);
-    }
 }
 
 /* Partial sums of the squared error d = p - q over n elements.  One thread per
@@ -94,18 +83,6 @@ extern "C" __global__ void relu_backward_f64(const double* __restrict__ dy, cons
                                              double* __restrict__ dx)
 {
     relu_backward<double>(dy, y, n, dx);
-}
-
-extern "C" __global__ void bias_relu_forward_f32(const float* __restrict__ x, const float* __restrict__ b, int N,
-                                                 int C, int HW, float* __restrict__ y)
-{
-    bias_relu_forward<float>(x, b, N, C, HW, y);
-}
-
-extern "C" __global__ void bias_relu_forward_f64(const double* __restrict__ x, const double* __restrict__ b, int N,
-                                                 int C, int HW, double* __restrict__ y)
-{
-    bias_relu_forward<double>(x, b, N, C, HW, y);
 }
 
 extern "C" __global__ void mse_forward_f32(const float* __restrict__ p, const float* __restrict__ q, int n,
