@@ -4,6 +4,7 @@
     python bench/table1.py train --model fcrn-a --n 32 --draws 0      # some runs (resumable)
     python bench/table1.py train                                       # every missing run, in order
     python bench/table1.py report                                      # the RESULTS.md section
+    python bench/table1.py detect                                      # detection scores, best run per N
 
 Protocol (``minifcrn.protocol``): for N in {8, 16, 32, 64} and draws 0-4, N
 training and N validation images drawn from images 1-100 (for N = 64 the
@@ -28,6 +29,12 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
   fine-tuning on whole images (beyond the paper).
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
 at test time (``test_mae_flip8``), reported as its own row.
+
+Detection (``detect``): for each N, the run with the lowest *validation* MAE;
+the threshold and minimum distance of ``minifcrn.count.detect`` are chosen on
+that run's validation images (best pooled F1 over a grid), then precision,
+recall and F1 on 101-200 (one-to-one matching within 5 pixels).  Needs the
+run's weights, which stay in ``--work`` on the machine that trained it.
 """
 from __future__ import annotations
 
@@ -42,6 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 RUNS = common.RUNS_DIR / "table1.jsonl"
+DETECT_RUNS = common.RUNS_DIR / "table1-detect.jsonl"
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # detection thresholds tried, as fractions of one cell's peak
+MIN_DISTANCES = (2, 3, 4, 5)
+MATCH_RADIUS = 5.0
 VGG = common.REPO_DIR.parent / "shared" / "data" / "vgg_cells"
 PATCHES = {"epochs": 10, "steps_per_epoch": 100, "lr": 0.3, "milestones": [8]}  # 1000 batches of 8
 WHOLE_STEPS = 256  # whole-image steps in the fine-tuning phase (epochs = ceil(256 / N))
@@ -191,6 +202,88 @@ def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64)):
     return common.md_table(["method", *(f"N={n}" for n in sizes)], rows, "l" + "r" * len(sizes))
 
 
+def detection_scores(densities, samples, threshold, min_distance):
+    """Pooled (precision, recall, F1) of the maxima of the densities (cells per pixel)."""
+    from minifcrn.count import detect
+    from minifcrn.evaluate import f1_scores, match_detections
+
+    matched = found = truth = 0
+    for density, s in zip(densities, samples):
+        d = detect(density, threshold, min_distance)
+        matched, found, truth = matched + match_detections(d, s.points, MATCH_RADIUS), found + len(d), truth + s.count
+    return f1_scores(matched, found, truth)
+
+
+def densities_of(model, samples, device="cpu"):
+    from minifcrn.data.images import standardize
+    from minifcrn.train import predict_density
+    return [predict_density(model, standardize(s.image, s.name), device) / model.density_scale for s in samples]
+
+
+def detect_run(row, data=VGG, work=None, test=None, pool=None, device="cpu"):
+    """Choose the detection settings on the run's validation images, score them on the test images."""
+    from minifcrn import protocol
+    from minifcrn.count import PEAK, load_model
+    from minifcrn.data.samples import load_samples
+
+    weights = Path(work or common.RUNS_DIR / "table1-work") / f"{row['model']}-n{row['N']}-d{row['draw']}" \
+        / row["variant"] / "best.npz"
+    if not weights.is_file():
+        return None
+    model = load_model(str(weights), device)
+    _, val_names = protocol.vgg_split(row["N"], row["draw"], protocol.POOL if pool is None else pool)
+    val = load_samples(data, names=set(val_names))
+    val_d = densities_of(model, val, device)
+    grid = [(detection_scores(val_d, val, f * PEAK, md)[2], f, md) for f in THRESHOLDS for md in MIN_DISTANCES]
+    val_f1, fraction, min_distance = max(grid)
+    tests = load_samples(data, names=set(protocol.vgg_test_names(protocol.TEST if test is None else test)))
+    precision, recall, f1 = detection_scores(densities_of(model, tests, device), tests, fraction * PEAK, min_distance)
+    return {"model": row["model"], "variant": row["variant"], "N": row["N"], "draw": row["draw"],
+            "val_mae": row["val_mae"], "test_mae": row["test_mae"], "threshold_peak_fraction": fraction,
+            "min_distance": min_distance, "val_f1": val_f1, "precision": precision, "recall": recall, "f1": f1,
+            "radius": MATCH_RADIUS, "machine": common.cpu_model(), "date": common.now_iso()}
+
+
+def cmd_detect(args):
+    runs = [r for r in stored_runs().values() if r["variant"] == args.variant and r["model"] == args.model]
+    best = {}
+    for r in runs:
+        if r["N"] not in best or r["val_mae"] < best[r["N"]]["val_mae"]:
+            best[r["N"]] = r
+    rows = []
+    for n in sorted(best):
+        found = detect_run(best[n], work=args.work, device=args.device)
+        if found is None:
+            print(f"N={n}: the weights of draw {best[n]['draw']} are not in {args.work}; skipped")
+            continue
+        rows.append(found)
+        print(f"N={n} (draw {found['draw']}): threshold {found['threshold_peak_fraction']} x peak, min distance "
+              f"{found['min_distance']}: precision {found['precision']:.3f} recall {found['recall']:.3f} "
+              f"F1 {found['f1']:.3f}", flush=True)
+    with open(DETECT_RUNS, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    stored = {}
+    for line in DETECT_RUNS.read_text().splitlines() if DETECT_RUNS.exists() else []:
+        r = json.loads(line)
+        stored[(r["model"], r["variant"], r["N"])] = r
+    table = common.md_table(
+        ["model", "rows", "N", "draw (best val MAE)", "threshold (x peak)", "min distance", "val F1", "precision",
+         "recall", "F1"],
+        [[r["model"], r["variant"], r["N"], r["draw"], r["threshold_peak_fraction"], r["min_distance"],
+          f"{r['val_f1']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"**{r['f1']:.3f}**"]
+         for _, r in sorted(stored.items())], "llrrrrrrrr")
+    common.publish("table1-detect", "Detection on VGG images 101-200 (best network per N)", [
+        f"Machine: {'; '.join(sorted({r['machine'] for r in stored.values()}))}; "
+        f"{max(r['date'] for r in stored.values())[:10]}",
+        "Command: `python bench/table1.py detect`; rows in `bench/runs/table1-detect.jsonl`",
+        "Network: of the five draws at each N, the one with the lowest validation MAE (chosen without the test "
+        "images). Detections: local maxima of the density above a threshold, at least `min distance` pixels "
+        "apart (`minifcrn.count.detect`); both chosen on that draw's validation images by pooled F1 over "
+        f"thresholds {', '.join(map(str, THRESHOLDS))} x one cell's peak density (1/(8 pi)) and min distances "
+        f"{', '.join(map(str, MIN_DISTANCES))}. Matched one-to-one to the dots within {MATCH_RADIUS:g} px "
+        "(Hungarian); precision, recall and F1 pooled over the 100 test images"], table)
+
+
 def cmd_train(args):
     done = stored_runs()
     todo = [(m, v, n, d) for n in args.n for d in args.draws for m in args.model for v in args.variant]
@@ -239,9 +332,14 @@ def main(argv=None):
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--quiet", action="store_true")
     sub.add_parser("report")
+    d = sub.add_parser("detect")
+    d.add_argument("--model", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
+    d.add_argument("--variant", default="count", choices=list(VARIANTS))
+    d.add_argument("--work", default=str(common.RUNS_DIR / "table1-work"), help="training folders")
+    d.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args(argv)
     common.configure_threads(2)
-    {"train": cmd_train, "report": cmd_report}[args.command](args)
+    {"train": cmd_train, "report": cmd_report, "detect": cmd_detect}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -119,3 +119,13 @@ def test_aggregation_means_stds_and_partial_cells(table1, tmp_path):
     table = table1.table_markdown(runs)
     assert f"{np.mean(part):.2f} +/- {np.std(part, ddof=1):.2f} (3/5 draws)" in table
     assert f"| FCRN-A ours, paper | {np.mean(full):.2f} +/- {np.std(full, ddof=1):.2f} |" in table
+
+
+def test_detection_settings_are_chosen_on_validation_and_scored_on_test(table1, tiny_vgg, tmp_path):
+    row = table1.train_run("fcrn-a", "count", 2, 2, data=tiny_vgg, work=tmp_path, runs_path=tmp_path / "r.jsonl",
+                           **TINY)
+    found = table1.detect_run(row, data=tiny_vgg, work=tmp_path, test=TINY["test"], pool=TINY["pool"])
+    assert found["threshold_peak_fraction"] in table1.THRESHOLDS and found["min_distance"] in table1.MIN_DISTANCES
+    p, r, f1 = found["precision"], found["recall"], found["f1"]
+    assert 0 <= p <= 1 and 0 <= r <= 1 and f1 == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+    assert table1.detect_run({**row, "draw": 3}, data=tiny_vgg, work=tmp_path) is None  # no such weights
