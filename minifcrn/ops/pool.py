@@ -32,6 +32,12 @@ from minifcrn.autograd import Function
 from minifcrn.backend import find_kernel, get_array_module
 
 
+@numba.njit(inline="always")
+def _wins(val, best):
+    """Whether val replaces the maximum so far: strictly greater, or the first NaN."""
+    return val > best or (math.isnan(val) and not math.isnan(best))
+
+
 @numba.njit(parallel=True, cache=True)
 def _max_pool2d_forward_cpu(x, k, s, y, argmax):
     n_, c_, h, w = x.shape
@@ -45,9 +51,30 @@ def _max_pool2d_forward_cpu(x, k, s, y, argmax):
                 for u in range(k):
                     for v in range(k):
                         val = x[n, c, i * s + u, j * s + v]
-                        if val > best or (math.isnan(val) and not math.isnan(best)):
+                        if _wins(val, best):
                             best = val
                             where = (i * s + u) * w + (j * s + v)
+                y[n, c, i, j] = best
+                argmax[n, c, i, j] = where
+
+
+@numba.njit(parallel=True, cache=True)
+def _max_pool2d_forward_2x2_cpu(x, y, argmax):
+    """The same for k = s = 2 (FCRN's pools), the four taps written out in the same order."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    for nc in numba.prange(n_ * c_):
+        n, c = nc // c_, nc % c_
+        for i in range(ho):
+            top, bottom = x[n, c, 2 * i], x[n, c, 2 * i + 1]
+            for j in range(wo):
+                best, where = top[2 * j], 2 * i * w + 2 * j
+                if _wins(top[2 * j + 1], best):
+                    best, where = top[2 * j + 1], 2 * i * w + 2 * j + 1
+                if _wins(bottom[2 * j], best):
+                    best, where = bottom[2 * j], (2 * i + 1) * w + 2 * j
+                if _wins(bottom[2 * j + 1], best):
+                    best, where = bottom[2 * j + 1], (2 * i + 1) * w + 2 * j + 1
                 y[n, c, i, j] = best
                 argmax[n, c, i, j] = where
 
@@ -95,7 +122,9 @@ def max_pool2d_forward(x, k, s):
     y = xp.empty((n, c, ho, wo), dtype=x.dtype)
     argmax = xp.empty((n, c, ho, wo), dtype=np.int32)
     kernel = find_kernel(x, "pool.cu", "max_pool2d_forward")
-    if kernel is None:
+    if kernel is None and k == s == 2:
+        _max_pool2d_forward_2x2_cpu(np.ascontiguousarray(x), y, argmax)
+    elif kernel is None:
         _max_pool2d_forward_cpu(x, k, s, y, argmax)
     else:
         kernel(y.size, xp.ascontiguousarray(x), n, c, h, w, k, s, ho, wo, y, argmax)

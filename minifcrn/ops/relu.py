@@ -5,12 +5,24 @@
 
 Only the output y is saved.  At x = 0 the gradient is 0.  NaN stays NaN
 forward; its gradient is 0.  As NumPy's ``maximum(x, 0)``, relu(-0) = +0;
-``relu_forward`` in ``kernels/elementwise.cu`` gives the same bits.
+``relu_forward`` in ``kernels/elementwise.cu`` gives the same bits.  The
+backward is a product, dy * [y > 0], so a NaN or inf in dy stays non-finite
+where y > 0 and becomes NaN (0 * inf) or stays NaN elsewhere, on every path.
+On the CPU the backward is one parallel Numba pass (``_relu_backward_cpu``).
 """
 from __future__ import annotations
 
+import numba
+
 from minifcrn.autograd import Function
 from minifcrn.backend import find_kernel, get_array_module
+
+
+@numba.njit(parallel=True, cache=True)
+def _relu_backward_cpu(gy, y, gx):
+    one, zero = gy.dtype.type(1), gy.dtype.type(0)
+    for t in numba.prange(gx.size):  # one element per t, as the CUDA kernel
+        gx[t] = gy[t] * (one if y[t] > 0 else zero)
 
 
 def relu_forward(x):
@@ -24,12 +36,13 @@ def relu_forward(x):
 
 
 def relu_backward(gy, y):
-    kernel = find_kernel(gy, "elementwise.cu", "relu_backward")
-    if kernel is None:
-        return gy * (y > 0)
     xp = get_array_module(gy)
+    kernel = find_kernel(gy, "elementwise.cu", "relu_backward")
     gx = xp.empty(gy.shape, dtype=gy.dtype)
-    kernel(gx.size, xp.ascontiguousarray(gy), xp.ascontiguousarray(y), gx.size, gx)
+    if kernel is None:
+        _relu_backward_cpu(xp.ascontiguousarray(gy).reshape(-1), xp.ascontiguousarray(y).reshape(-1), gx.reshape(-1))
+    else:
+        kernel(gx.size, xp.ascontiguousarray(gy), xp.ascontiguousarray(y), gx.size, gx)
     return gx
 
 
