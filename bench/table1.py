@@ -125,7 +125,7 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     if missing:
         raise SystemExit(f"table1: {data} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     train, val = [samples[k] for k in train_names], [samples[k] for k in val_names]
-    seed = run_seed(n, draw)
+    seed, commit = run_seed(n, draw), git_commit()  # the code this run starts with
     folder = Path(work or common.RUNS_DIR / "table1-work") / f"{model}-n{n}-d{draw}"  # the variants share
     t0 = time.perf_counter()                                                           # their patch phase
     first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), folder / "patches",
@@ -147,7 +147,7 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
            "wall_s": round(time.perf_counter() - t0, 1), "device": device, "test_images": len(tests),
            "train_images": len(train), "val_images": len(val),
            "recipe": {"patches": patches, "whole": {**VARIANTS[variant], "finetune_epochs": cfg.finetune_epochs}},
-           "machine": common.cpu_model(), "date": common.now_iso(), "commit": git_commit()}
+           "machine": common.cpu_model(), "date": common.now_iso(), "commit": commit}
     if flips:
         flip_errors = count_errors(best, tests, device, flips=True)
         row["test_mae_flip8"] = float(np.mean(np.abs(flip_errors)))
