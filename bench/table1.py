@@ -50,8 +50,8 @@ import common  # noqa: E402
 
 RUNS = common.RUNS_DIR / "table1.jsonl"
 DETECT_RUNS = common.RUNS_DIR / "table1-detect.jsonl"
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # detection thresholds tried, as fractions of one cell's peak
-MIN_DISTANCES = (2, 3, 4, 5)
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # detection thresholds tried, as fractions of one cell's peak
+MIN_DISTANCES = (1, 2, 3, 4, 5)
 MATCH_RADIUS = 5.0
 VGG = common.REPO_DIR.parent / "shared" / "data" / "vgg_cells"
 PATCHES = {"epochs": 10, "steps_per_epoch": 100, "lr": 0.3, "milestones": [8]}  # 1000 batches of 8
