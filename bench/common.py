@@ -96,6 +96,13 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def git_commit() -> str:
+    """The short hash of the checked-out commit ('' outside a git checkout)."""
+    import subprocess
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, check=False,
+                          capture_output=True, text=True, timeout=5).stdout.strip()
+
+
 def machine_info() -> dict:
     import numba
     import numpy
@@ -122,8 +129,7 @@ def machine_info() -> dict:
         info["numba_threading_layer"] = None
     try:
         import subprocess
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, check=False,
-                                            capture_output=True, text=True, timeout=5).stdout.strip()
+        info["git_commit"] = git_commit()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "minifcrn"], cwd=REPO_DIR, check=False,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         info["engine_dirty"] = bool(dirty)

@@ -94,7 +94,7 @@ def cmd_train(args):
                    time.perf_counter() - t0, 1), "train_s": round(sum(r["seconds"] for r in patches["history"] + summary["history"]), 1),
                "patch_val_mae": patches["best"]["val_mae"],
                "recipe": RECIPE, "finetune": {**FINETUNE, "finetune_epochs": cfg.finetune_epochs}, "synth": synth,
-               "machine": common.cpu_model(), "date": common.now_iso(), "commit": git_commit()}
+               "machine": common.cpu_model(), "date": common.now_iso(), "commit": common.git_commit()}
         RUNS.parent.mkdir(parents=True, exist_ok=True)
         with open(RUNS, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -108,12 +108,6 @@ def model_error(model, sample):
     from minifcrn.train import predict_density
     return float(predict_density(model, standardize(sample.image, sample.name)).sum() / model.density_scale
                  - sample.count)
-
-
-def git_commit():
-    import subprocess
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.REPO_DIR, capture_output=True,
-                          text=True, check=False).stdout.strip()
 
 
 def cmd_speed(args):

@@ -125,7 +125,7 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     if missing:
         raise SystemExit(f"table1: {data} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     train, val = [samples[k] for k in train_names], [samples[k] for k in val_names]
-    seed, commit = run_seed(n, draw), git_commit()  # the code this run starts with
+    seed, commit = run_seed(n, draw), common.git_commit()  # the code this run starts with
     folder = Path(work or common.RUNS_DIR / "table1-work") / f"{model}-n{n}-d{draw}"  # the variants share
     t0 = time.perf_counter()                                                           # their patch phase
     first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), folder / "patches",
@@ -154,12 +154,6 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     with open(runs_path, "a") as f:  # one line, appended whole: a killed run leaves no half row
         f.write(json.dumps(row) + "\n")
     return row
-
-
-def git_commit():
-    import subprocess
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.REPO_DIR, capture_output=True,
-                          text=True, check=False).stdout.strip()
 
 
 # -- the table ----------------------------------------------------------------------------------
