@@ -309,8 +309,10 @@ def cmd_report(args):
         f"Budget per run: {PATCHES['epochs']} x {PATCHES['steps_per_epoch']} patch batches of 8x96x96 "
         f"(lr {PATCHES['lr']}, /10 at epoch {PATCHES['milestones'][0]}), then ceil({WHOLE_STEPS}/N) whole-image "
         f"epochs (lr {VARIANTS['paper']['finetune_lr']}); median training time per run (both phases, "
-        "the epochs' own seconds): " + ", ".join(f"{v} {np.median(t) / 60:.1f} min over {len(t)} runs"
-                                                 for v, t in trains.items() if t),
+        "the epochs' own seconds; the slow ends of the ranges are runs that shared the 2 cores with other "
+        "work, which does not change their MAEs): "
+        + ", ".join(f"{v} {np.median(t) / 60:.1f} min ({min(t) / 60:.1f}-{max(t) / 60:.1f}) over {len(t)} runs"
+                    for v, t in trains.items() if t),
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds"],

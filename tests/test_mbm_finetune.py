@@ -1,0 +1,35 @@
+"""The MBM split of bench/mbm_finetune.py: 15 test / 14 validation / 15 training images per draw."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def mbm_finetune():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("mbm_finetune", BENCH / "mbm_finetune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("draw", [0, 3])
+def test_split_is_disjoint_15_14_15_and_smaller_k_take_the_first_of_the_same_15(mbm_finetune, draw):
+    images = list(range(44))
+    train, val, test = mbm_finetune.split(images, 15, draw)
+    assert (len(train), len(val), len(test)) == (15, 14, 15)
+    assert sorted(train + val + test) == images
+    for k in (2, 4, 8):
+        smaller = mbm_finetune.split(images, k, draw)
+        assert smaller == (train[:k], val, test)
+    assert mbm_finetune.split(images, 15, draw + 1) != (train, val, test)
+
+
+@pytest.mark.parametrize("k", [0, 16])
+def test_split_refuses_k_outside_the_training_15(mbm_finetune, k):
+    with pytest.raises(ValueError, match=f"k must be between 1 and 15, got {k}"):
+        mbm_finetune.split(list(range(44)), k, 0)
