@@ -5,6 +5,7 @@
     python bench/table1.py train                                       # every missing run, in order
     python bench/table1.py report                                      # the RESULTS.md section
     python bench/table1.py detect                                      # detection scores, best run per N
+    python bench/table1.py ensemble --n 32                             # the five draws' networks averaged
 
 Protocol (``minifcrn.protocol``): for N in {8, 16, 32, 64} and draws 0-4, N
 training and N validation images drawn from images 1-100 (for N = 64 the
@@ -30,6 +31,12 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
 at test time (``test_mae_flip8``), reported as its own row.
 
+Ensemble (``ensemble``): the densities of the five draws' networks (each its
+best checkpoint) averaged, one test MAE per (model, variant, N), stored in
+``bench/runs/table1-ensemble.jsonl`` and reported as its own row.  The members
+were trained on different draws of 1-100, so the ensemble has seen up to
+100 training and validation images in all, never a test image.
+
 Detection (``detect``): for each N, the run with the lowest *validation* MAE;
 the threshold and minimum distance of ``minifcrn.count.detect`` are chosen on
 that run's validation images (best pooled F1 over a grid), then precision,
@@ -50,6 +57,7 @@ import common  # noqa: E402
 
 RUNS = common.RUNS_DIR / "table1.jsonl"
 DETECT_RUNS = common.RUNS_DIR / "table1-detect.jsonl"
+ENSEMBLE_RUNS = common.RUNS_DIR / "table1-ensemble.jsonl"
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # detection thresholds tried, as fractions of one cell's peak
 MIN_DISTANCES = (1, 2, 3, 4, 5)
 MATCH_RADIUS = 5.0
@@ -156,6 +164,49 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     return row
 
 
+def ensemble_run(model, variant, n, draws=range(5), data=VGG, work=None, test=None, device="cpu", flips=True):
+    """Test errors of the mean density of the draws' best networks; None if a draw's weights are missing."""
+    import numpy as np
+
+    from minifcrn import protocol
+    from minifcrn.count import load_model
+    from minifcrn.data.images import standardize
+    from minifcrn.data.samples import load_samples
+    from minifcrn.train import predict_density
+
+    folder = Path(work or common.RUNS_DIR / "table1-work")
+    paths = [folder / f"{model}-n{n}-d{d}" / variant / "best.npz" for d in draws]
+    if not all(p.is_file() for p in paths):
+        return None
+    members = [load_model(str(p), device) for p in paths]
+    tests = load_samples(data, names=set(protocol.vgg_test_names(protocol.TEST if test is None else test)))
+    errors = {"test": [], "flip8": []}
+    for sample in tests:
+        plane = standardize(sample.image, sample.name)
+        for key, predict in (("test", predict_density), ("flip8", flip8_density))[:2 if flips else 1]:
+            count = sum(float(predict(m, plane, device).sum()) / m.density_scale for m in members) / len(members)
+            errors[key].append(count - sample.count)
+    row = {"model": model, "variant": variant, "N": n, "draws": list(draws),
+           "test_mae": float(np.mean(np.abs(errors["test"]))), "test_bias": float(np.mean(errors["test"])),
+           "test_images": len(tests), "device": device, "machine": common.cpu_model(), "date": common.now_iso()}
+    if flips:
+        row["test_mae_flip8"] = float(np.mean(np.abs(errors["flip8"])))
+    return row
+
+
+def stored_ensembles(path=ENSEMBLE_RUNS) -> dict:
+    """{(model, row name, N): test MAE} of the stored ensembles (the later line for a key counts)."""
+    found = {}
+    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
+        if line.strip():
+            r = json.loads(line)
+            name = f"{r['variant']}, ensemble of {len(r['draws'])} draws"
+            found[(r["model"], name, r["N"])] = r["test_mae"]
+            if "test_mae_flip8" in r:
+                found[(r["model"], name + " + flip8", r["N"])] = r["test_mae_flip8"]
+    return found
+
+
 # -- the table ----------------------------------------------------------------------------------
 def aggregate(runs: dict, sizes=(8, 16, 32, 64), draws=5):
     """{(model, row, N): (mean, std, count)} of the test MAE; rows: each variant, and '<variant> + flip8'."""
@@ -181,8 +232,11 @@ def cell_text(stats, draws):
     return text if count >= draws else f"{text} ({count}/{draws} draws)"
 
 
-def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64)):
+def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64), ensembles=None):
+    """The table: the paper's rows, ours per variant (mean +/- std over draws), then the ensembles (one
+    network average per cell, so no std)."""
     agg = aggregate(runs, sizes, draws)
+    ensembles = ensembles or {}
     rows = []
     for model in ("fcrn-a", "fcrn-b"):
         rows.append([f"{model.upper()} (paper)"] + [f"{m:.1f} +/- {s:.1f}" for m, s in
@@ -191,6 +245,9 @@ def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64)):
         for name in names:
             rows.append([f"{model.upper()} ours, {name}"] + [cell_text(agg.get((model, name, n)), draws)
                                                               for n in sizes])
+        for name in sorted({k[1] for k in ensembles if k[0] == model}):
+            rows.append([f"{model.upper()} ours, {name}"] + [
+                f"{ensembles[(model, name, n)]:.2f}" if (model, name, n) in ensembles else "" for n in sizes])
     rows.append(["Fiaschi et al. 2012", "", "", "3.2 +/- 0.1", ""])
     rows.append(["Count-ception 2017", "", "", "2.4 +/- 0.4", "2.3 +/- 0.4"])
     return common.md_table(["method", *(f"N={n}" for n in sizes)], rows, "l" + "r" * len(sizes))
@@ -278,6 +335,18 @@ def cmd_detect(args):
         "(Hungarian); precision, recall and F1 pooled over the 100 test images"], table)
 
 
+def cmd_ensemble(args):
+    for n in args.n:
+        row = ensemble_run(args.model, args.variant, n, work=args.work, device=args.device)
+        if row is None:
+            print(f"N={n}: not every draw's {args.variant} weights are in {args.work}; skipped")
+            continue
+        with open(ENSEMBLE_RUNS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{args.model} {args.variant} N={n}, ensemble of {len(row['draws'])}: test MAE {row['test_mae']:.3f} "
+              f"(flip8 {row['test_mae_flip8']:.3f}, bias {row['test_bias']:+.2f})", flush=True)
+
+
 def cmd_train(args):
     done = stored_runs()
     todo = [(m, v, n, d) for n in args.n for d in args.draws for m in args.model for v in args.variant]
@@ -315,8 +384,10 @@ def cmd_report(args):
                     for v, t in trains.items() if t),
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
-        "with fewer than 5 draws says how many it holds"],
-        table_markdown(runs))
+        "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
+        "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
+        "figure per cell, no std"],
+        table_markdown(runs, ensembles=stored_ensembles()))
 
 
 def main(argv=None):
@@ -336,9 +407,15 @@ def main(argv=None):
     d.add_argument("--variant", default="count", choices=list(VARIANTS))
     d.add_argument("--work", default=str(common.RUNS_DIR / "table1-work"), help="training folders")
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    e = sub.add_parser("ensemble")
+    e.add_argument("--model", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
+    e.add_argument("--variant", default="count", choices=list(VARIANTS))
+    e.add_argument("--n", nargs="+", type=int, default=[8, 16, 32, 64])
+    e.add_argument("--work", default=str(common.RUNS_DIR / "table1-work"), help="training folders")
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args(argv)
     common.configure_threads(2)
-    {"train": cmd_train, "report": cmd_report, "detect": cmd_detect}[args.command](args)
+    {"train": cmd_train, "report": cmd_report, "detect": cmd_detect, "ensemble": cmd_ensemble}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,29 @@ def test_detection_settings_are_chosen_on_validation_and_scored_on_test(table1, 
     p, r, f1 = found["precision"], found["recall"], found["f1"]
     assert 0 <= p <= 1 and 0 <= r <= 1 and f1 == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     assert table1.detect_run({**row, "draw": 3}, data=tiny_vgg, work=tmp_path) is None  # no such weights
+
+
+def test_ensemble_counts_are_the_members_mean_and_reach_the_table(table1, tiny_vgg, tmp_path):
+    from minifcrn.count import load_model
+    from minifcrn.data.samples import load_samples
+
+    runs = tmp_path / "r.jsonl"
+    for draw in (0, 1):
+        table1.train_run("fcrn-a", "paper", 2, draw, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    row = table1.ensemble_run("fcrn-a", "paper", 2, draws=[0, 1], data=tiny_vgg, work=tmp_path, test=TINY["test"],
+                              flips=False)
+    tests = load_samples(tiny_vgg, names={protocol.vgg_name(i) for i in TINY["test"]})
+    members = [table1.count_errors(load_model(str(tmp_path / f"fcrn-a-n2-d{d}" / "paper" / "best.npz")), tests)
+               for d in (0, 1)]
+    mean_errors = np.mean(members, axis=0)
+    assert row["test_mae"] == pytest.approx(np.mean(np.abs(mean_errors)), rel=1e-5)
+    assert row["test_bias"] == pytest.approx(np.mean(mean_errors), rel=1e-5, abs=1e-6)
+    assert "test_mae_flip8" not in row and row["draws"] == [0, 1] and row["test_images"] == len(TINY["test"])
+    assert table1.ensemble_run("fcrn-a", "paper", 2, draws=[0, 5], data=tiny_vgg, work=tmp_path) is None
+
+    path = tmp_path / "ensembles.jsonl"
+    path.write_text(json.dumps({**row, "N": 8, "test_mae": 9.0}) + "\n" + json.dumps({**row, "N": 8}) + "\n")
+    ensembles = table1.stored_ensembles(path)  # the later line for a key counts
+    assert ensembles == {("fcrn-a", "paper, ensemble of 2 draws", 8): row["test_mae"]}
+    table = table1.table_markdown({}, ensembles=ensembles)
+    assert f"| FCRN-A ours, paper, ensemble of 2 draws | {row['test_mae']:.2f} |  |  |  |" in table
