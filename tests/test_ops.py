@@ -259,7 +259,7 @@ def test_conv2d_stride1_chunking(device, monkeypatch, direct_max_k, case):
     """The stride-1 CPU path cut into tiny chunks still matches the loops, forward and backward,
     with a product per tap and with direct loops."""
     from minifcrn.ops import conv
-    monkeypatch.setattr(conv, "_chunk", lambda rows, positions, inner=False: min(5, positions))
+    monkeypatch.setattr(conv, "_chunk", lambda positions: min(5, positions))
     monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
     n, c, o, h, w, k, _, p, with_bias, seed = case
     assume(h + 2 * p >= k and w + 2 * p >= k)

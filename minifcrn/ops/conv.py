@@ -144,8 +144,7 @@ def check_conv2d_args(x, w, b, stride, padding):
 # one product per tap (images need no loop of their own, so small deep planes
 # still make large products).  Positions with i >= Ho or j >= Wo are computed
 # and dropped; the windows that run past a plane read the next one (or a zero
-# margin) only for them.  The positions are taken a chunk at a time so the
-# output block stays in cache.
+# margin) only for them.  The positions are taken a chunk at a time.
 
 DIRECT_MAX_K = 64  # up to this many taps * C (and more than one tap): direct loops (below)
 
@@ -165,12 +164,10 @@ def _direct(c, taps):
     return taps > 1 and c * taps <= DIRECT_MAX_K
 
 
-def _chunk(rows, positions, inner=False):
-    """Positions per gemm.  Where they are the product's columns (forward, input gradient) the
-    written block (rows x chunk) stays about 512 KiB of float32; where they are its inner
-    dimension (weight gradient: the written block is gW_t whatever the chunk) 8192, as longer
-    products amortise reading and writing gW_t (1.5x faster than 1024 for 512->128 at 24x24)."""
-    return min(positions, 8192 if inner else max(256, (1 << 17) // rows))
+def _chunk(positions):
+    """Positions per gemm: 8192 (measured on FCRN-A and -B training steps, 2026-12-01: 7% and 10%
+    faster than keeping each written block near 512 KiB, and than one product over all positions)."""
+    return min(positions, 8192)
 
 
 @numba.njit(cache=True)
@@ -276,7 +273,7 @@ def conv2d_forward_stride1(x, w, b, padding):
     xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
     out = np.empty(o * positions, dtype=x.dtype)
-    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, positions, _chunk(o, positions), out)
+    _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, positions, _chunk(positions), out)
     out = out.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
     if b is None:
         y[...] = out
@@ -304,13 +301,12 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     elif need_w:
         xp = _padded_planes(x, padding, padding, hp, wp, back=back)
         gw = np.zeros((o, kh * kw * c), dtype=x.dtype)
-        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, positions, _chunk(o, positions, inner=True),
-                                 gw)
+        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, positions, _chunk(positions), gw)
         gw = np.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     if need_x:
         wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
         gxp = np.empty(c * positions, dtype=x.dtype)
-        _conv2d_input_grad_taps(gemm, g, wc, shifts, front, positions, _chunk(c, positions), gxp)
+        _conv2d_input_grad_taps(gemm, g, wc, shifts, front, positions, _chunk(positions), gxp)
         gx = np.ascontiguousarray(
             gxp.reshape(c, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd].transpose(1, 0, 2, 3))
     return gx, gw
