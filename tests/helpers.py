@@ -108,3 +108,18 @@ def upsample_bilinear_loops(x, f):
                     y[n, c, i, j] = ((1 - a) * (1 - b) * x[n, c, i0, j0] + (1 - a) * b * x[n, c, i0, j1]
                                      + a * (1 - b) * x[n, c, i1, j0] + a * b * x[n, c, i1, j1])
     return y
+
+
+def load_bench_script(name):
+    """A script of bench/ (e.g. ``"table1"``) imported as a module, with bench/ on the path for its imports."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,11 @@
 """The MBM split of bench/mbm_finetune.py: 15 test / 14 validation / 15 training images per draw."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def mbm_finetune():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("mbm_finetune", BENCH / "mbm_finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("mbm_finetune")
 
 
 @pytest.mark.parametrize("draw", [0, 3])

@@ -1,25 +1,17 @@
 """The Table 1 protocol and runner (bench/table1.py) on a tiny configuration: splits, resume, aggregation."""
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_bench_script
 
 from minifcrn import protocol
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def table1():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("table1", BENCH / "table1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("table1")
 
 
 @pytest.fixture(scope="module")
