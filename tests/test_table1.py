@@ -140,6 +140,12 @@ def test_ensemble_counts_are_the_members_mean_and_reach_the_table(table1, tiny_v
     assert row["test_bias"] == pytest.approx(np.mean(mean_errors), rel=1e-5, abs=1e-6)
     assert "test_mae_flip8" not in row and row["draws"] == [0, 1] and row["test_images"] == len(TINY["test"])
     assert table1.ensemble_run("fcrn-a", "paper", 2, draws=[0, 5], data=tiny_vgg, work=tmp_path) is None
+    stored = table1.stored_runs(runs)  # the same ensemble from the runs' per-image counts, no inference
+    from_rows = table1.ensemble_of_rows([stored[f"fcrn-a-paper-n2-d{d}"] for d in (0, 1)])
+    for key in ("test_mae", "test_bias", "draws", "test_images"):
+        assert from_rows[key] == pytest.approx(row[key], rel=1e-4, abs=1e-4), key
+    assert table1.ensemble_of_rows([{k: v for k, v in stored["fcrn-a-paper-n2-d0"].items() if k != "test_counts"},
+                                    stored["fcrn-a-paper-n2-d1"]]) is None
 
     path = tmp_path / "ensembles.jsonl"
     path.write_text(json.dumps({**row, "N": 8, "test_mae": 9.0}) + "\n" + json.dumps({**row, "N": 8}) + "\n")
