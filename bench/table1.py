@@ -424,7 +424,11 @@ def cmd_report(args):
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
-        "figure per cell, no std"],
+        "figure per cell, no std",
+        *([] if any(r["model"] == "fcrn-b" for r in runs.values()) else [
+            "FCRN-B: not run yet. Its training step is about 7x FCRN-A's on this 2-core CPU (3.6 s against 0.48 s "
+            "at batch 8 of 96x96, 2026-12-01), about 80 minutes a run and 30 hours for its 20 (N, draw) pairs; "
+            "it waits for a task with a GPU (`--device cuda`)"])],
         table_markdown(runs, ensembles=stored_ensembles()))
 
 
