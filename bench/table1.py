@@ -176,33 +176,24 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
 
 
 def ensemble_run(model, variant, n, draws=range(5), data=VGG, work=None, test=None, device="cpu", flips=True):
-    """Test errors of the mean density of the draws' best networks; None if a draw's weights are missing."""
-    import numpy as np
-
+    """The ensemble's row by inference: each member's per-image counts, then ``ensemble_of_rows``;
+    None if a draw's weights are missing."""
     from minifcrn import protocol
     from minifcrn.count import load_model
-    from minifcrn.data.images import standardize
     from minifcrn.data.samples import load_samples
-    from minifcrn.train import predict_density
 
     folder = Path(work or common.RUNS_DIR / "table1-work")
     paths = [folder / f"{model}-n{n}-d{d}" / variant / "best.npz" for d in draws]
     if not all(p.is_file() for p in paths):
         return None
-    members = [load_model(str(p), device) for p in paths]
     tests = load_samples(data, names=set(protocol.vgg_test_names(protocol.TEST if test is None else test)))
-    errors = {"test": [], "flip8": []}
-    for sample in tests:
-        plane = standardize(sample.image, sample.name)
-        for key, predict in (("test", predict_density), ("flip8", flip8_density))[:2 if flips else 1]:
-            count = sum(float(predict(m, plane, device).sum()) / m.density_scale for m in members) / len(members)
-            errors[key].append(count - sample.count)
-    row = {"model": model, "variant": variant, "N": n, "draws": list(draws),
-           "test_mae": float(np.mean(np.abs(errors["test"]))), "test_bias": float(np.mean(errors["test"])),
-           "test_images": len(tests), "device": device, "machine": common.cpu_model(), "date": common.now_iso()}
-    if flips:
-        row["test_mae_flip8"] = float(np.mean(np.abs(errors["flip8"])))
-    return row
+    members = []
+    for draw, path in zip(draws, paths):
+        net = load_model(str(path), device)
+        counts = [predicted_counts(net, tests, device, flips=f) for f in ((False, True) if flips else (False,))]
+        members.append({"model": model, "variant": variant, "N": n, "draw": draw,
+                        "test_counts": {t.name: [t.count, *c] for t, *c in zip(tests, *counts)}})
+    return {**ensemble_of_rows(members), "device": device}
 
 
 def ensemble_of_rows(rows):
