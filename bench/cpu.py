@@ -18,10 +18,13 @@ convolution GFLOP/s and its fraction of NumPy's float32 matrix-product rate
 measured in the same run (a 2048x2048 product).
 
 Peak memory of a training step: each library in a fresh subprocess builds the
-model and batch, runs two steps, then reads the resident set before a third
+model and batch, runs two steps, hands the heap pages it has freed back to the
+system (glibc's ``malloc_trim``), then reads the resident set before a third
 step and its high-water mark after it (``/proc/self/status`` VmRSS, VmHWM
-reset through ``/proc/self/clear_refs``): the step's own peak above what was
-already resident.
+reset through ``/proc/self/clear_refs``): the step's own peak above the live
+data (model, batch, optimiser state).  Without the trim, "before" also counted
+whatever freed pages each allocator happened to keep, which moved PyTorch's
+figure between 180 and 270 MiB (FCRN-B, batch 8) from run to run.
 
 Per-op breakdown of our step: every ``Function``'s forward and backward are
 timed (wall clock, summed per op and direction) over ``--repeats`` steps.
@@ -33,6 +36,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -172,6 +176,7 @@ def memory_child(arch, batch, size, library):
     pair = Pair(arch, "train", batch, size)
     step = pair.ours if library == "ours" else pair.theirs
     step(), step()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back: "before" is the live set
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _rss_kib("VmRSS")
     step()
