@@ -204,4 +204,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from minifcrn.backend import keep_freed_memory
+
+    keep_freed_memory()  # as the minifcrn command does: large arrays reuse freed memory
     main()

@@ -95,6 +95,30 @@ def to_device(array, device: str):
     return cupy().asnumpy(array)
 
 
+def keep_freed_memory() -> bool:
+    """Have the C allocator keep freed memory for reuse rather than hand it back at once.
+
+    glibc serves every allocation above its mmap threshold (at most 32 MiB, usually
+    far less) with fresh pages, which the kernel must fault in and zero on first
+    touch, and unmaps them on free: FCRN-A counting one 1024x1024 image spends
+    about a quarter of its time there (3.0 s -> 2.2 s without it, 2026-12-02).
+    This sets M_MMAP_THRESHOLD to 1 GiB and M_TRIM_THRESHOLD to 2 GiB, so large
+    arrays come from the heap and freed ones are reused; the peak resident memory
+    stays what it was, but it is not returned until the process ends.  It is
+    process-wide, so the package never calls it on import: the ``minifcrn``
+    command does, and a long-running Python job may.  False where the C library
+    is not glibc (nothing changed).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+
+
 def kernel_source(filename: str) -> str:
     """The text of ``kernels/<filename>`` as shipped inside the package."""
     return resources.files("minifcrn.kernels").joinpath(filename).read_text()

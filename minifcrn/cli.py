@@ -462,8 +462,9 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from minifcrn.backend import DeviceError
+    from minifcrn.backend import DeviceError, keep_freed_memory
 
+    keep_freed_memory()  # large arrays reuse freed memory: no page faults on every layer
     try:
         return {"count": cmd_count, "evaluate": cmd_evaluate, "train": cmd_train,
                 "synth": cmd_synth, "invert": cmd_invert}[args.command](args)
