@@ -324,6 +324,8 @@ def cmd_detect(args):
     runs = [r for r in stored_runs().values() if r["variant"] == args.variant and r["model"] == args.model]
     best = {}
     for r in runs:
+        if args.n and r["N"] not in args.n:
+            continue
         if r["N"] not in best or r["val_mae"] < best[r["N"]]["val_mae"]:
             best[r["N"]] = r
     rows = []
@@ -438,6 +440,7 @@ def main(argv=None):
     d = sub.add_parser("detect")
     d.add_argument("--model", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
     d.add_argument("--variant", default="count", choices=list(VARIANTS))
+    d.add_argument("--n", nargs="+", type=int, help="only these N (default: every N with stored runs)")
     d.add_argument("--work", default=str(common.RUNS_DIR / "table1-work"), help="training folders")
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     e = sub.add_parser("ensemble")
