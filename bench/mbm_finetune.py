@@ -200,11 +200,11 @@ def main(argv=None):
     if not MBM.is_dir():
         sys.exit(f"{MBM} is not here")
     common.configure_threads(2)
+    from minifcrn.backend import keep_freed_memory  # after the thread settings
+
+    keep_freed_memory()  # process-wide, as the minifcrn command does: large arrays reuse freed memory
     {"train": cmd_train, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":
-    from minifcrn.backend import keep_freed_memory
-
-    keep_freed_memory()  # as the minifcrn command does: large arrays reuse freed memory
     main()

@@ -173,11 +173,11 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     common.configure_threads(1 if args.command == "speed" else 2)
+    from minifcrn.backend import keep_freed_memory  # after the thread settings
+
+    keep_freed_memory()  # process-wide, as the minifcrn command does: large arrays reuse freed memory
     {"train": cmd_train, "speed": cmd_speed, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":
-    from minifcrn.backend import keep_freed_memory
-
-    keep_freed_memory()  # as the minifcrn command does: large arrays reuse freed memory
     main()

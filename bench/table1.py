@@ -451,11 +451,11 @@ def main(argv=None):
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args(argv)
     common.configure_threads(2)
+    from minifcrn.backend import keep_freed_memory  # after the thread settings
+
+    keep_freed_memory()  # process-wide, as the minifcrn command does: large arrays reuse freed memory
     {"train": cmd_train, "report": cmd_report, "detect": cmd_detect, "ensemble": cmd_ensemble}[args.command](args)
 
 
 if __name__ == "__main__":
-    from minifcrn.backend import keep_freed_memory
-
-    keep_freed_memory()  # as the minifcrn command does: large arrays reuse freed memory
     main()
