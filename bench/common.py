@@ -45,6 +45,15 @@ def configure_threads(n: int) -> None:
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 
+def configure_training_process(n: int) -> None:
+    """``configure_threads(n)``, then keep freed memory for reuse as the ``minifcrn`` command
+    does (``minifcrn.backend.keep_freed_memory``; process-wide, so not for the side-by-side benches)."""
+    configure_threads(n)
+    from minifcrn.backend import keep_freed_memory  # imports NumPy: after the thread settings
+
+    keep_freed_memory()
+
+
 def apply_runtime_threads(n: int) -> dict:
     """Set the thread count through each library's API (after import); return what each reports."""
     import numba

@@ -199,10 +199,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not MBM.is_dir():
         sys.exit(f"{MBM} is not here")
-    common.configure_threads(2)
-    from minifcrn.backend import keep_freed_memory  # after the thread settings
-
-    keep_freed_memory()  # process-wide, as the minifcrn command does: large arrays reuse freed memory
+    common.configure_training_process(2)
     {"train": cmd_train, "report": cmd_report}[args.command](args)
 
 

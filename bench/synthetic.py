@@ -172,10 +172,7 @@ def main(argv=None):
     unknown = set(getattr(args, "variants", ())) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
-    common.configure_threads(1 if args.command == "speed" else 2)
-    from minifcrn.backend import keep_freed_memory  # after the thread settings
-
-    keep_freed_memory()  # process-wide, as the minifcrn command does: large arrays reuse freed memory
+    common.configure_training_process(1 if args.command == "speed" else 2)
     {"train": cmd_train, "speed": cmd_speed, "report": cmd_report}[args.command](args)
 
 

@@ -450,10 +450,7 @@ def main(argv=None):
     e.add_argument("--work", default=str(common.RUNS_DIR / "table1-work"), help="training folders")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args(argv)
-    common.configure_threads(2)
-    from minifcrn.backend import keep_freed_memory  # after the thread settings
-
-    keep_freed_memory()  # process-wide, as the minifcrn command does: large arrays reuse freed memory
+    common.configure_training_process(2)
     {"train": cmd_train, "report": cmd_report, "detect": cmd_detect, "ensemble": cmd_ensemble}[args.command](args)
 
 
