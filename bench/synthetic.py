@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-RUNS = common.RUNS_DIR / "synthetic.jsonl"
+RUNS = common.RUNS_DIR / "synthetic.jsonl"  # --runs elsewhere to retrain a stored variant's weights
 VGG = common.REPO_DIR.parent / "shared" / "data" / "vgg_cells"
 POOL = 300
 RECIPE = {"epochs": 10, "steps_per_epoch": 100, "lr": 0.3, "milestones": [8], "seed": 0}
@@ -55,10 +55,10 @@ def training_sets(variant):
             config.to_dict())
 
 
-def stored_runs() -> dict:
+def stored_runs(path=RUNS) -> dict:
     runs = {}
-    if RUNS.exists():
-        for line in RUNS.read_text().splitlines():
+    if path.exists():
+        for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 runs[row["variant"]] = row
@@ -71,7 +71,7 @@ def cmd_train(args):
     from minifcrn.count import load_model
     from minifcrn.train import TrainConfig, fit
 
-    done = stored_runs()
+    done = stored_runs(args.runs)
     test = vgg_samples(101, 200)
     for variant in args.variants or VARIANTS:
         if variant in done:
@@ -95,8 +95,8 @@ def cmd_train(args):
                "patch_val_mae": patches["best"]["val_mae"],
                "recipe": RECIPE, "finetune": {**FINETUNE, "finetune_epochs": cfg.finetune_epochs}, "synth": synth,
                "machine": common.cpu_model(), "date": common.now_iso(), "commit": common.git_commit()}
-        RUNS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RUNS, "a") as f:
+        args.runs.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.runs, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"{variant}: test MAE {row['test_mae']:.3f} (bias {row['test_bias']:+.2f}), "
               f"val MAE {row['val_mae']:.3f}, {row['train_s']:.0f} s")
@@ -164,6 +164,7 @@ def main(argv=None):
     t = sub.add_parser("train")
     t.add_argument("variants", nargs="*", metavar="VARIANT", help=f"some of {', '.join(VARIANTS)} (default all)")
     t.add_argument("--work", default=str(common.RUNS_DIR / "synthetic-work"), help="training folders")
+    t.add_argument("--runs", type=Path, default=RUNS, help="the JSON-lines file of finished runs")
     t.add_argument("--quiet", action="store_true")
     s = sub.add_parser("speed")
     s.add_argument("--repeats", type=int, default=30)
