@@ -24,3 +24,17 @@ def test_split_is_disjoint_15_14_15_and_smaller_k_take_the_first_of_the_same_15(
 def test_split_refuses_k_outside_the_training_15(mbm_finetune, k):
     with pytest.raises(ValueError, match=f"k must be between 1 and 15, got {k}"):
         mbm_finetune.split(list(range(44)), k, 0)
+
+
+def test_stored_runs_count_only_the_present_recipes(mbm_finetune, tmp_path):
+    import json
+    now = {"recipe": mbm_finetune.recipe_of("pretrained"), "whole": mbm_finetune.WHOLE}
+    old = {"recipe": {**now["recipe"], "lr": now["recipe"]["lr"] / 7}, "whole": now["whole"]}
+    rows = [{"init": "pretrained", "k": 4, "draw": 0, **old}, {"init": "pretrained", "k": 4, "draw": 1, **now},
+            {"init": "pretrained", "k": 0, "draw": 0},  # no training, no recipe
+            {"init": "scratch", "k": 4, "draw": 0, "recipe": mbm_finetune.recipe_of("scratch", epochs=1),
+             "whole": now["whole"]}]
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sorted(mbm_finetune.stored(runs)) == [("pretrained", 0, 0), ("pretrained", 4, 1)]
+    assert sorted(mbm_finetune.stored(runs, epochs=1)) == [("pretrained", 0, 0), ("scratch", 4, 0)]
