@@ -191,6 +191,23 @@ def _error(message: str):
 RESULT_FIELDS = ["file", "count", "detections", "seconds", "model", "weights", "error"]
 
 
+def _check_out_folder(out, command):
+    """Refuse, before any work, an --out that exists but is not a folder."""
+    from minifcrn.data.images import InputError
+
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"{command}: --out {out} is a file, not a folder")
+
+
+def _check_out_file(out, command):
+    """Refuse, before any work, an --out picture that cannot be written."""
+    from minifcrn.data.images import InputError
+
+    out = Path(out)
+    if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):
+        raise InputError(f"{command}: cannot write --out {out} ({'a folder' if out.is_dir() else 'its parent is a file'})")
+
+
 def _read_results(path: Path) -> list[dict]:
     import csv
 
@@ -225,7 +242,8 @@ def cmd_count(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from minifcrn.count import ASSETS, DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, count, load_model, weights_hash
+    from minifcrn.count import (ASSETS, DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, check_detection_args, count, load_model,
+                                weights_hash)
     from minifcrn.data.images import InputError
     from minifcrn.io import atomic_write
 
@@ -237,17 +255,24 @@ def cmd_count(args) -> int:
         if getattr(args, flag) and not args.out:
             _error(f"count: --{flag} needs --out, the folder to write into")
             return EXIT_BAD_INPUT
-    figures = args.figure and _matplotlib_or_note()
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
     try:
+        _check_out_folder(args.out, "count")
+        check_detection_args(threshold, min_distance)
         model = load_model(args.model, args.device)
     except InputError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
+    figures = args.figure and _matplotlib_or_note()
     weights = weights_hash(model)
     out = Path(args.out) if args.out else None
     table = []  # every image of this run and, with --resume, the earlier ones
     if args.resume and (out / "results.csv").is_file():
         table = _read_results(out / "results.csv")
+        if table and not set(RESULT_FIELDS) <= set(table[0]):
+            _error(f"count: {out / 'results.csv'} is not a minifcrn results table; use another --out")
+            return EXIT_BAD_INPUT
         others = {r["weights"] for r in table} - {weights}
         if others:
             _error(f"count: {out / 'results.csv'} was written with other weights ({', '.join(sorted(others))}, "
@@ -255,8 +280,6 @@ def cmd_count(args) -> int:
             return EXIT_BAD_INPUT
         table = [r for r in table if not r["error"]]  # failed images are tried again
     done = {r["file"] for r in table}
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
     rows, failed = [], 0
 
     def record(path, cells="", detections="", seconds="", error=""):
@@ -369,6 +392,8 @@ def _training_sets(args):
     samples = load_samples(args.data, args.channel)
     if val is None:
         k = args.val_count if args.val_count is not None else max(1, len(samples) // 5)
+        if k < 0:
+            raise InputError(f"train: --val-count must be >= 0, got {k}")
         if k >= len(samples):
             raise InputError(f"{args.data}: {len(samples)} images cannot spare {k} for validation")
         samples, val = samples[:len(samples) - k], samples[len(samples) - k:]
@@ -382,6 +407,7 @@ def cmd_train(args) -> int:
 
     _matplotlib_or_note()  # for curves.png
     try:
+        _check_out_folder(args.out, "train")
         samples, val, synth = _training_sets(args)
         model = load_model(args.init).train() if args.init else None
         arch = model.arch if model is not None else args.arch
@@ -419,6 +445,7 @@ def cmd_invert(args) -> int:
             return 0
         if args.image is None:
             raise InputError("invert: give an IMAGE to invert (or --list-layers)")
+        _check_out_file(args.out, "invert")
         plane = as_plane(args.image, args.channel, args.crop)
         results = reconstruct_all(model, plane, args.layers, progress=True, iterations=args.iterations,
                                   lr=args.lr, lam=args.lam, seed=args.seed, device=args.device)
@@ -447,6 +474,7 @@ def cmd_synth(args) -> int:
     try:
         if args.n < 1:
             raise InputError(f"synth: --n must be at least 1, got {args.n}")
+        _check_out_folder(args.out, "synth")
         config = _synth_config(args)
         write_dataset(args.out, args.n, config, args.synth_seed, progress=True)
     except InputError as exc:

@@ -29,6 +29,7 @@ DEFAULT_MIN_DISTANCE = 3
 AUTO_TILE = 1024          # tile size chosen for images larger than AUTO_TILE_ABOVE pixels
 AUTO_TILE_ABOVE = 2048 * 2048
 CELL_SIZE = 9.0           # nucleus diameter (pixels) in the training images of the shipped weights
+MAX_RESIZE = 64           # the most count(cell_size=) resizes an image, up or down
 
 
 @dataclass
@@ -50,7 +51,13 @@ def load_model(model="fcrn-a", device="cpu") -> FCRN:
     path = SHIPPED.get(key, Path(model))
     if key in SHIPPED and not path.is_file():
         raise InputError(f"model {model!r}: its shipped weights {path} are missing from this installation")
+    if key not in SHIPPED and not path.is_file():
+        raise InputError(f"model {model!r}: neither a shipped model ({', '.join(SHIPPED)}) nor a weights "
+                         f".npz file{' (it is a folder)' if path.is_dir() else ''}")
     net, meta = load_weights(path)
+    if net.in_channels != 1:
+        raise InputError(f"{path}: weights expect {net.in_channels} input channels; minifcrn feeds the network "
+                         "one plane (choose it with channel=)")
     net.meta = meta
     return net.eval().to(device)
 
@@ -91,6 +98,7 @@ def detect(density, threshold=DEFAULT_THRESHOLD, min_distance=DEFAULT_MIN_DISTAN
     above ``threshold``.  Computed ``rows`` rows at a time, each block read with
     ``min_distance`` rows of context, so a huge density needs no full-size temporaries.
     """
+    check_detection_args(threshold, min_distance)
     size, reach = 2 * int(min_distance) + 1, int(min_distance)
     found = []
     for r0 in range(0, density.shape[0], rows):
@@ -105,6 +113,15 @@ def detect(density, threshold=DEFAULT_THRESHOLD, min_distance=DEFAULT_MIN_DISTAN
     xs, ys, scores = (np.concatenate(parts) for parts in zip(*found)) if found else (np.empty(0),) * 3
     order = np.argsort(-scores, kind="stable")
     return np.stack([xs[order], ys[order], scores[order]], axis=1).astype(np.float64).reshape(-1, 3)
+
+
+def check_detection_args(threshold, min_distance):
+    """Raise a one-line InputError unless threshold >= 0 is finite and min_distance >= 0 is whole."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
+            or not np.isfinite(threshold) or threshold < 0:
+        raise InputError(f"detection threshold must be a finite number >= 0, got {threshold!r}")
+    if isinstance(min_distance, bool) or not float(min_distance).is_integer() or min_distance < 0:
+        raise InputError(f"detection min_distance must be a whole number of pixels >= 0, got {min_distance!r}")
 
 
 _margins = {}
@@ -152,7 +169,10 @@ def predict_density_tiled(net, plane, stats, tile, device="cpu", source="image")
 def trained_cell_size(net: FCRN) -> float:
     """The nucleus diameter (pixels) the network was trained on: its weights' ``cell_size``
     record, else that of the VGG cells (``CELL_SIZE``)."""
-    return float(getattr(net, "meta", {}).get("cell_size", CELL_SIZE))
+    size = getattr(net, "meta", {}).get("cell_size", CELL_SIZE)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not np.isfinite(size) or size <= 0:
+        raise InputError(f"{net.arch} weights: cell_size must be a positive number of pixels, got {size!r}")
+    return float(size)
 
 
 def rescale(plane: np.ndarray, shape) -> np.ndarray:
@@ -188,6 +208,7 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     the resized density and mapped back.  Measure the diameter by drawing lines
     across a few typical nuclei (e.g. Fiji's line tool) and averaging their lengths.
     """
+    check_detection_args(threshold, min_distance)  # before the network runs
     if isinstance(image, (str, Path)):
         source = str(image)
         plane = read_image(image, channel, memmap=True)  # a huge grey TIFF stays on disk until tiled
@@ -200,8 +221,14 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     if cell_size is not None:
         if not (isinstance(cell_size, (int, float, np.number)) and np.isfinite(cell_size) and cell_size > 0):
             raise InputError(f"{source}: cell size must be a positive number of pixels, got {cell_size!r}")
-        s = trained_cell_size(net) / cell_size
-        shape = (max(1, round(plane.shape[0] * s)), max(1, round(plane.shape[1] * s)))
+        trained = trained_cell_size(net)
+        s = trained / cell_size
+        shape = (round(plane.shape[0] * s), round(plane.shape[1] * s))
+        if not 1 / MAX_RESIZE <= s <= MAX_RESIZE or min(shape) < net.divisor:
+            raise InputError(f"{source}: cell size {cell_size:g} px would resize the {plane.shape[1]}x"
+                             f"{plane.shape[0]} image by {s:.3g} to {shape[1]}x{shape[0]} (the network learnt "
+                             f"{trained:g} px cells; at most {MAX_RESIZE}x either way, at least "
+                             f"{net.divisor} px a side); give the nucleus diameter in pixels")
         seen = rescale(plane, shape) if shape != plane.shape else plane
     density = _density(net, seen, source, device, tile_size)
     density /= net.density_scale

@@ -66,6 +66,8 @@ def load_npz(path):
         meta = json.loads(str(arrays.pop("meta")))
     except Exception as exc:
         raise InputError(f"{path}: not a minifcrn weights/checkpoint file ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: not a minifcrn weights/checkpoint file (its meta is not a JSON object)")
     return arrays, meta
 
 
@@ -80,12 +82,20 @@ def load_weights(path):
     from minifcrn.models import ARCHITECTURES, FCRN
 
     arrays, meta = load_npz(path)
+    if meta.get("format") == "minifcrn-checkpoint-1":
+        raise InputError(f"{path}: a training checkpoint, not a weights file; use the best.npz beside it")
     if meta.get("arch") not in ARCHITECTURES:
         raise InputError(f"{path}: unknown architecture {meta.get('arch')!r}")
-    model = FCRN(meta["arch"], meta.get("in_channels", 1), meta.get("density_scale", 100.0), initialize=False)
+    scale = meta.get("density_scale", 100.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+        raise InputError(f"{path}: density_scale must be a positive number, got {scale!r}")
+    model = FCRN(meta["arch"], meta.get("in_channels", 1), scale, initialize=False)
     state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     try:
         model.load_state_dict(state)
     except ValueError as exc:
         raise InputError(f"{path}: weights do not fit {meta['arch']} ({exc})") from None
+    bad = sorted(k for k, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
+    if bad:
+        raise InputError(f"{path}: weights contain NaN or infinite values ({', '.join(bad[:3])})")
     return model, meta

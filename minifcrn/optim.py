@@ -30,7 +30,7 @@ class SGD:
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")
-        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
+        if not lr > 0 or not 0 <= momentum < 1 or not weight_decay >= 0:  # (NaN fails each)
             raise ValueError(f"SGD: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got lr={lr}, "
                              f"momentum={momentum}, weight_decay={weight_decay}")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)

@@ -74,17 +74,17 @@ class SynthConfig:
             raise InputError(f"synth: image size must be positive, got {self.width}x{self.height}")
         if self.bit_depth not in (8, 16):
             raise InputError(f"synth: bit_depth must be 8 or 16, got {self.bit_depth!r}")
-        if self.radius <= 0:
-            raise InputError(f"synth: radius must be positive, got {self.radius!r}")
+        if not (np.isfinite(self.radius) and self.radius > 0):
+            raise InputError(f"synth: radius must be a positive number, got {self.radius!r}")
         for name in ("clumping", "overlap", "eccentricity"):
             value = getattr(self, name)
             if not 0 <= value <= 1 or (name == "eccentricity" and value >= 1):
                 raise InputError(f"synth: {name} must lie in [0, 1{')' if name == 'eccentricity' else ']'}, "
                                  f"got {value!r}")
         negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
-                    and getattr(self, f.name) < 0]
+                    and not (np.isfinite(getattr(self, f.name)) and getattr(self, f.name) >= 0)]
         if negative:
-            raise InputError(f"synth: {negative[0]} must not be negative, got {getattr(self, negative[0])!r}")
+            raise InputError(f"synth: {negative[0]} must be a finite number >= 0, got {getattr(self, negative[0])!r}")
 
     def without(self, *components: str) -> SynthConfig:
         """This configuration with components switched off (for ablations): see ``COMPONENTS``."""

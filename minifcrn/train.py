@@ -134,6 +134,36 @@ def _write_curves(path, history):
         pass
 
 
+def check_config(cfg: TrainConfig, train_samples=()):
+    """Raise a one-line InputError naming the first setting that cannot train, or the images
+    smaller than the patch size (before any epoch runs, not when a patch happens to be drawn)."""
+    counts = {"epochs + finetune_epochs": cfg.total_epochs, "steps_per_epoch": cfg.steps_per_epoch,
+              "batch_size": cfg.batch_size, "patch_size": cfg.patch_size}
+    for name, value in counts.items():
+        if value < 1:
+            raise InputError(f"train: {name} must be at least 1, got {value}")
+    for name in ("epochs", "finetune_epochs"):
+        if getattr(cfg, name) < 0:
+            raise InputError(f"train: {name} must be >= 0, got {getattr(cfg, name)}")
+    rates = {"lr": cfg.lr, "finetune_lr": cfg.finetune_lr}
+    for name, value in rates.items():
+        if not (np.isfinite(value) and value > 0):
+            raise InputError(f"train: {name} must be a positive number, got {value}")
+    for name in ("weight_decay", "count_weight", "max_angle"):
+        value = getattr(cfg, name)
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(f"train: {name} must be a finite number >= 0, got {value}")
+    if not 0 <= cfg.momentum < 1:
+        raise InputError(f"train: momentum must lie in [0, 1), got {cfg.momentum}")
+    if cfg.epochs:  # (generated images all have one size: the first stands for them)
+        checked = train_samples if isinstance(train_samples, (list, tuple)) else [train_samples[0]]
+        small = [s.name for s in checked if min(s.image.shape) < cfg.patch_size]
+        if small:
+            raise InputError(f"train: patch size {cfg.patch_size} is larger than {len(small)} training "
+                             f"image(s) ({', '.join(small[:3])}{' ...' if len(small) > 3 else ''}); "
+                             "give a smaller --patch-size")
+
+
 def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resume=False, progress=True,
         stop_after=None):
     """Train (or resume) and return a summary dict; the best weights are in ``out_dir/best.npz``.
@@ -146,6 +176,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
     out_dir = Path(out_dir)
     if not train_samples:
         raise InputError("train: no training images")
+    check_config(cfg, train_samples)
     ckpt_path = out_dir / "checkpoint.npz"
     model = model if model is not None else FCRN(cfg.arch, rng=cfg.seed)
     model.to(cfg.device)
@@ -154,6 +185,8 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
     start, history, best = 0, [], {"val_mae": float("inf"), "epoch": -1}
     if resume and ckpt_path.exists():
         arrays, meta = load_npz(ckpt_path)
+        if meta.get("format") != "minifcrn-checkpoint-1":
+            raise InputError(f"{ckpt_path}: not a minifcrn training checkpoint; use another --out")
         if meta["config"] != json.loads(json.dumps(asdict(cfg))):
             raise InputError(f"{ckpt_path}: was written with a different training configuration; "
                              "use the same options to resume, or another --out")

@@ -158,10 +158,15 @@ def test_load_samples_pairs_images_and_annotations(tmp_path):
     dots = np.zeros((16, 16, 3), np.uint8)
     dots[5, 5, 0] = 255
     write_png(tmp_path / "001dots.png", dots)
-    write_png(tmp_path / "other.png", np.ones((16, 16), np.uint8))
+    write_png(tmp_path / "other.png", np.random.default_rng(1).integers(0, 255, (16, 16)).astype(np.uint8))
     (tmp_path / "other.csv").write_text("x,y\n1,1\n2,2\n")
     samples = load_samples(tmp_path)
     assert [(s.name, s.count) for s in samples] == [("001cell", 1), ("other", 2)]
+    write_png(tmp_path / "other.png", np.ones((16, 16), np.uint8))  # blank, yet two cells marked
+    with pytest.raises(InputError, match=r"other.png: image is constant \(value 1\) but other.csv marks 2 cells"):
+        load_samples(tmp_path)
+    (tmp_path / "other.csv").write_text("x,y\n")  # blank with no cells: a fair negative example
+    assert [(s.name, s.count) for s in load_samples(tmp_path)] == [("001cell", 1), ("other", 0)]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no annotated images"):
         load_samples(tmp_path / "empty")

@@ -154,3 +154,152 @@ def test_a_multi_page_stack_says_how_to_choose_a_page(tmp_path):
                      photometric="minisblack")  # three grey pages, not one RGB image
     with pytest.raises(InputError, match=r"a stack of 3 pages .*count one page at a time.*key=0"):
         read_image(tmp_path / "stack.tif")
+
+
+# -- bad options and bad weights: refused in one line, before any work ------------------------
+
+def _weights(tmp_path, name, change_meta=None, change_arrays=None, model=None):
+    """The shipped FCRN-A weights (or ``model``'s), saved with a changed meta or changed arrays."""
+    from minifcrn.io import save_weights
+
+    path = tmp_path / f"{name}.npz"
+    save_weights(model if model is not None else load_model(), path)
+    arrays, meta = load_npz(path)
+    if change_arrays:
+        change_arrays(arrays)
+    from minifcrn.io import save_npz
+    save_npz(path, arrays, change_meta(meta) if change_meta else meta)
+    return path
+
+
+def _nan_first_weight(arrays):
+    arrays["param/conv1.weight"] = arrays["param/conv1.weight"].copy()
+    arrays["param/conv1.weight"].flat[0] = np.nan
+
+
+BAD_WEIGHTS = {
+    "nan": ({}, _nan_first_weight, "weights contain NaN or infinite values (conv1.weight)"),
+    "scale0": ({"density_scale": 0}, None, "density_scale must be a positive number, got 0"),
+    "scaleneg": ({"density_scale": -100.0}, None, "density_scale must be a positive number, got -100.0"),
+    "scalestr": ({"density_scale": "abc"}, None, "density_scale must be a positive number, got 'abc'"),
+    "checkpoint": ({"format": "minifcrn-checkpoint-1"}, None, "a training checkpoint, not a weights file"),
+    "cellsize0": ({"cell_size": 0}, None, "cell_size must be a positive number of pixels, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WEIGHTS))
+def test_bad_weights_files_are_refused_in_one_line(tmp_path, capsys, case):
+    meta_change, arrays_change, message = BAD_WEIGHTS[case]
+    path = _weights(tmp_path, case, (lambda m: {**m, **meta_change}) if meta_change else None, arrays_change)
+    image = tmp_path / "image.png"
+    image.write_bytes(valid_png)
+    capsys.readouterr()
+    assert main(["count", str(image), "--model", str(path), "--cell-size", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_weights_meta_that_is_not_an_object_and_other_input_channels_are_refused(tmp_path):
+    from minifcrn.io import save_npz
+    from minifcrn.models import FCRN
+
+    listed = tmp_path / "list.npz"
+    save_npz(listed, {}, [1, 2])
+    with pytest.raises(InputError, match="its meta is not a JSON object"):
+        load_model(listed)
+    rgb = _weights(tmp_path, "rgb", model=FCRN("fcrn-a", in_channels=3, rng=0))
+    with pytest.raises(InputError, match="weights expect 3 input channels"):
+        load_model(rgb)
+    with pytest.raises(InputError, match="'fcrn-c': neither a shipped model .* nor a weights .npz file"):
+        load_model("fcrn-c")
+    with pytest.raises(InputError, match=r"nor a weights .npz file \(it is a folder\)"):
+        load_model(tmp_path)
+
+
+BAD_COUNT_OPTIONS = [
+    (["--cell-size", "0.001"], "would resize the 20x24 image by 9e+03"),
+    (["--cell-size", "50"], "would resize the 20x24 image by 0.18 to 4x4"),
+    (["--min-distance", "-3"], "min_distance must be a whole number of pixels >= 0, got -3"),
+    (["--threshold", "nan"], "threshold must be a finite number >= 0, got nan"),
+    (["--threshold", "-1"], "threshold must be a finite number >= 0, got -1.0"),
+    (["--channel", "2"], "channel 2 asked of a grey image"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_COUNT_OPTIONS)
+def test_bad_count_options_are_refused_in_one_line(tmp_path, capsys, options, message):
+    image = tmp_path / "image.png"
+    image.write_bytes(valid_png)  # 20 x 24, grey
+    capsys.readouterr()
+    assert main(["count", str(image)] + options) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
+    image, taken = tmp_path / "image.png", tmp_path / "taken"
+    image.write_bytes(valid_png)
+    taken.write_text("a file")
+    runs = [["count", str(image), "--out", str(taken)],
+            ["synth", "--n", "1", "--out", str(taken)],
+            TRAIN + ["--out", str(taken)],
+            ["invert", str(image), "--out", str(tmp_path), "--iterations", "1"],
+            ["invert", str(image), "--out", str(taken / "x.png"), "--iterations", "1"]]
+    for argv in runs:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "is a file, not a folder" in err or "cannot write --out" in err, err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.csv").write_text("name,value\na,1\n")
+    assert main(["count", str(image), "--out", str(foreign), "--resume"]) == 2
+    assert "is not a minifcrn results table" in capsys.readouterr().err
+
+
+BAD_TRAIN_OPTIONS = [
+    (["--epochs", "0", "--finetune-epochs", "0"], "epochs + finetune_epochs must be at least 1, got 0"),
+    (["--steps", "0"], "steps_per_epoch must be at least 1, got 0"),
+    (["--batch-size", "0"], "batch_size must be at least 1, got 0"),
+    (["--patch-size", "0"], "patch_size must be at least 1, got 0"),
+    (["--patch-size", "64"], "patch size 64 is larger than 1 training image(s) (synth_00000)"),
+    (["--lr", "nan"], "lr must be a positive number, got nan"),
+    (["--lr", "-0.1"], "lr must be a positive number, got -0.1"),
+    (["--count-weight", "-1"], "count_weight must be a finite number >= 0, got -1.0"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_TRAIN_OPTIONS)
+def test_bad_training_options_are_refused_before_the_first_epoch(tmp_path, capsys, options, message):
+    capsys.readouterr()
+    assert main(TRAIN + ["--out", str(tmp_path / "run")] + options) == 2  # (later options win)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_resume_from_something_that_is_not_a_checkpoint_and_a_negative_val_count(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _weights(tmp_path, "weights").rename(run / "checkpoint.npz")
+    assert main(TRAIN + ["--out", str(run), "--resume"]) == 2
+    assert "checkpoint.npz: not a minifcrn training checkpoint" in capsys.readouterr().err
+    assert main(["synth", "--n", "3", "--out", str(tmp_path / "data"), "--size", "48", "--cells", "4", "8"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--val-count", "-1"]) == 2
+    assert "--val-count must be >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("radius", ["nan", "inf"])
+def test_synth_refuses_a_radius_that_is_not_a_finite_positive_number(tmp_path, capsys, radius):
+    assert main(["synth", "--n", "1", "--out", str(tmp_path / "s"), "--radius", radius]) == 2
+    assert f"radius must be a positive number, got {float(radius)!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("radius", ["-1", "nan"])
+def test_evaluate_refuses_a_match_radius_that_is_not_positive(tmp_path, capsys, radius):
+    assert main(["synth", "--n", "2", "--out", str(tmp_path / "d"), "--size", "48", "--cells", "4", "8"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "d"), "--radius", radius]) == 2
+    assert "match radius must be a positive number of pixels" in capsys.readouterr().err

@@ -72,7 +72,9 @@ def test_every_component_can_be_switched_off_and_an_unknown_one_is_refused():
     ({"bit_depth": 12}, "bit_depth must be 8 or 16"),
     ({"height": 0}, "image size must be positive"),
     ({"overlap": 1.5}, "overlap must lie in"),
-    ({"blur": -1.0}, "blur must not be negative"),
+    ({"blur": -1.0}, "blur must be a finite number >= 0, got -1.0"),
+    ({"photons": float("nan")}, "photons must be a finite number >= 0, got nan"),
+    ({"radius": float("inf")}, "radius must be a positive number, got inf"),
 ])
 def test_bad_settings_are_refused_with_their_name(kwargs, message):
     with pytest.raises(InputError, match=message):

@@ -61,7 +61,7 @@ def _memmap_tiff(path: Path):
 
 def _decode(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):
@@ -116,6 +116,9 @@ def to_plane(array, channel="grey", source="image") -> np.ndarray:
         else:
             raise InputError(f"{source}: channel must be 'grey', 'inverted' or 0, 1, 2 for an RGB image, "
                              f"got {channel!r}")
+    elif channel not in ("grey", "inverted", 0) or isinstance(channel, bool):
+        raise InputError(f"{source}: channel {channel!r} asked of a grey image (one channel: 'grey', "
+                         "'inverted' or 0)")
     plane = a.astype(np.float32)
     if channel == "inverted":
         np.negative(plane, out=plane)

@@ -72,7 +72,11 @@ def load_samples(folder, channel="grey", names=None):
         if names is not None and image_path.stem not in names:
             continue
         image = read_image(image_path, channel)
-        samples.append(Sample(image_path.stem, image, read_points(ann_path, image.shape)))
+        points = read_points(ann_path, image.shape)
+        if len(points) and image.min() == image.max():  # a blank image may teach "no cells", not these
+            raise InputError(f"{image_path}: image is constant (value {image.flat[0]:g}) but {ann_path.name} "
+                             f"marks {len(points)} cells")
+        samples.append(Sample(image_path.stem, image, points))
     return samples
 
 
