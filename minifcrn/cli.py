@@ -136,8 +136,9 @@ def _synth_options(parser):
     parser.add_argument("--synth-seed", type=int, default=0, help="seed of the generated set")
     parser.add_argument("--size", type=_size, default=(d.width, d.height), metavar="W[xH]",
                         help=f"image size in pixels (default {d.width}x{d.height})")
-    parser.add_argument("--cells", type=int, nargs=2, default=list(d.cells), metavar=("LO", "HI"),
-                        help=f"range of the number of nuclei (default {d.cells[0]} {d.cells[1]})")
+    parser.add_argument("--cells", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                        help=f"range of the number of nuclei (default {d.cells[0]} {d.cells[1]} at "
+                             f"{d.width}x{d.height}, scaled with the image area for other sizes)")
     parser.add_argument("--radius", type=float, default=d.radius, help=f"mean nucleus radius (default {d.radius})")
     parser.add_argument("--bit-depth", type=int, default=d.bit_depth, choices=[8, 16])
     parser.add_argument("--without", nargs="*", default=[], choices=sorted(COMPONENTS),
@@ -155,7 +156,10 @@ def _size(value: str):
 def _synth_config(args):
     from minifcrn.synth import SynthConfig
 
-    return SynthConfig(width=args.size[0], height=args.size[1], cells=tuple(args.cells), radius=args.radius,
+    d = SynthConfig()
+    area = args.size[0] * args.size[1] / (d.width * d.height)  # the default keeps the cells per pixel
+    cells = tuple(args.cells) if args.cells is not None else tuple(round(c * area) for c in d.cells)
+    return SynthConfig(width=args.size[0], height=args.size[1], cells=cells, radius=args.radius,
                        bit_depth=args.bit_depth).without(*args.without)
 
 

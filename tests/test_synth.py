@@ -135,3 +135,16 @@ def test_cli_train_on_generated_images_writes_weights(tmp_path):
                  "--batch-size", "2", "--patch-size", "32", "--size", "48", "--cells", "5", "10"]) == 0
     assert (out / "best.npz").is_file()
     assert main(["train", "--synthetic", "4", "--data", str(tmp_path), "--out", str(out)]) == 2
+
+
+def test_the_cli_default_cell_range_keeps_the_cells_per_pixel_at_other_sizes(tmp_path):
+    from minifcrn.cli import main
+
+    d = SynthConfig()
+    assert main(["synth", "--n", "4", "--out", str(tmp_path), "--size", "64x128"]) == 0
+    share = 64 * 128 / (d.width * d.height)
+    lo, hi = round(d.cells[0] * share), round(d.cells[1] * share)
+    samples = load_samples(tmp_path)
+    assert len(samples) == 4
+    for s in samples:  # (at 256x256's range, 64x128 would be packed solid: a constant image)
+        assert lo <= s.count <= hi and s.image.std() > 0
