@@ -145,12 +145,12 @@ def cmd_report(args):
         row = [str(k)]
         for init in ("scratch", "pretrained"):
             maes = [r["test_mae"] for (i, kk, _), r in sorted(runs.items()) if i == init and kk == k]
-            row.append(f"{np.mean(maes):.1f} +/- {np.std(maes):.1f} ({len(maes)})" if maes else
-                       "-" if k == 0 else "not run")
+            row.append(_mean_std(maes) + f" ({len(maes)})" if maes else "-" if k == 0 else "not run")
             if maes:
                 curves.setdefault(init, []).append((k, np.mean(maes), np.std(maes)))
         rows.append(row)
     figure = _curve(curves)
+    pretrained = sorted({r["pretrained"] for r in runs.values() if r.get("pretrained")})
     common.publish("mbm-finetune", "A few annotated real images: MBM, from scratch vs generator-pretrained", [
         "Command: `python bench/mbm_finetune.py train --pretrained PATH` then `... report`; runs in "
         "`bench/runs/mbm_finetune.jsonl`",
@@ -158,10 +158,17 @@ def cmd_report(args):
         "9 px; test MAE (cells per 600x600 image), mean +/- std over draws (draws in brackets); k = 0: the "
         "generator-trained network as it is, never shown an MBM image",
         f"Recipes (patch stage, then the same whole-image stage `WHOLE` = {WHOLE}): scratch {RECIPES['scratch']} "
-        f"from orthogonal weights; pretrained {RECIPES['pretrained']} from the generator-trained weights",
+        f"from orthogonal weights; pretrained {RECIPES['pretrained']} from the generator-trained weights "
+        f"({', '.join(f'`{p}`' for p in pretrained)})",
         f"Curve: `bench/figures/{figure.name}`" if figure else "Curve: needs matplotlib"],
         common.md_table(["k", "from scratch", "generator-pretrained"], rows, "rrr"))
     _publish_real_set(runs)
+
+
+def _mean_std(values):
+    """"m +/- s" over draws; one draw is given alone (no spread to show)."""
+    import numpy as np
+    return f"{values[0]:.1f}" if len(values) == 1 else f"{np.mean(values):.1f} +/- {np.std(values):.1f}"
 
 
 PUBLISHED = [("Count-ception (Cohen et al. 2017)", "8.8 +/- 2.3"),
@@ -176,7 +183,7 @@ def _publish_real_set(runs):
     for init, label in (("scratch", "FCRN-A, ours, from scratch"), ("pretrained", "FCRN-A, ours, generator-pretrained")):
         done = [r for (i, k, _), r in sorted(runs.items()) if i == init and k == TRAIN]
         maes = [r["test_mae"] for r in done]
-        rows.append([label, f"{np.mean(maes):.1f} +/- {np.std(maes):.1f}" if maes else "not run",
+        rows.append([label, _mean_std(maes) if maes else "not run",
                      len(maes), ", ".join(f"{m:.1f}" for m in maes)])
     rows += [[name, mae, "", ""] for name, mae in PUBLISHED]
     cell_sizes = sorted({r["cell_size"] for r in runs.values()})
@@ -210,6 +217,7 @@ def _curve(curves):
     ax.set(xscale="log", xlabel="annotated training images k", ylabel="test MAE (cells)", title="MBM")
     ks = sorted({k for pts in curves.values() for k, _, _ in pts if k > 0})
     ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.legend()
     path = common.BENCH_DIR / "figures" / "mbm-finetune.png"
     path.parent.mkdir(exist_ok=True)
