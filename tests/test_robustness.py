@@ -158,6 +158,11 @@ def test_a_multi_page_stack_says_how_to_choose_a_page(tmp_path):
 
 # -- bad options and bad weights: refused in one line, before any work ------------------------
 
+def assert_refused_in_one_line(capsys, message):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+
+
 def _weights(tmp_path, name, change_meta=None, change_arrays=None, model=None):
     """The shipped FCRN-A weights (or ``model``'s), saved with a changed meta or changed arrays."""
     from minifcrn.io import save_weights
@@ -195,8 +200,7 @@ def test_bad_weights_files_are_refused_in_one_line(tmp_path, capsys, case):
     image.write_bytes(valid_png)
     capsys.readouterr()
     assert main(["count", str(image), "--model", str(path), "--cell-size", "9"]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+    assert_refused_in_one_line(capsys, message)
 
 
 def test_weights_meta_that_is_not_an_object_and_other_input_channels_are_refused(tmp_path):
@@ -232,8 +236,7 @@ def test_bad_count_options_are_refused_in_one_line(tmp_path, capsys, options, me
     image.write_bytes(valid_png)  # 20 x 24, grey
     capsys.readouterr()
     assert main(["count", str(image)] + options) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+    assert_refused_in_one_line(capsys, message)
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
@@ -274,8 +277,7 @@ BAD_TRAIN_OPTIONS = [
 def test_bad_training_options_are_refused_before_the_first_epoch(tmp_path, capsys, options, message):
     capsys.readouterr()
     assert main(TRAIN + ["--out", str(tmp_path / "run")] + options) == 2  # (later options win)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err
+    assert_refused_in_one_line(capsys, message)
     assert not (tmp_path / "run" / "log.csv").exists()
 
 
