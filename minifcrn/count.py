@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from minifcrn.backend import to_device
-from minifcrn.data.images import InputError, plane_statistics, read_image, standardize, to_plane
+from minifcrn.data.images import InputError, is_positive, plane_statistics, read_image, standardize, to_plane
 from minifcrn.io import load_weights
 from minifcrn.models import FCRN, receptive_field
 from minifcrn.train import predict_density
@@ -117,8 +117,7 @@ def detect(density, threshold=DEFAULT_THRESHOLD, min_distance=DEFAULT_MIN_DISTAN
 
 def check_detection_args(threshold, min_distance):
     """Raise a one-line InputError unless threshold >= 0 is finite and min_distance >= 0 is whole."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
-            or not np.isfinite(threshold) or threshold < 0:
+    if not is_positive(threshold, or_zero=True):
         raise InputError(f"detection threshold must be a finite number >= 0, got {threshold!r}")
     if isinstance(min_distance, bool) or not float(min_distance).is_integer() or min_distance < 0:
         raise InputError(f"detection min_distance must be a whole number of pixels >= 0, got {min_distance!r}")
@@ -170,7 +169,7 @@ def trained_cell_size(net: FCRN) -> float:
     """The nucleus diameter (pixels) the network was trained on: its weights' ``cell_size``
     record, else that of the VGG cells (``CELL_SIZE``)."""
     size = getattr(net, "meta", {}).get("cell_size", CELL_SIZE)
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or not np.isfinite(size) or size <= 0:
+    if not is_positive(size):
         raise InputError(f"{net.arch} weights: cell_size must be a positive number of pixels, got {size!r}")
     return float(size)
 
@@ -219,7 +218,7 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     roi = parse_roi(roi, plane.shape, source)
     seen = plane
     if cell_size is not None:
-        if not (isinstance(cell_size, (int, float, np.number)) and np.isfinite(cell_size) and cell_size > 0):
+        if not is_positive(cell_size):
             raise InputError(f"{source}: cell size must be a positive number of pixels, got {cell_size!r}")
         trained = trained_cell_size(net)
         s = trained / cell_size

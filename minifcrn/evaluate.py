@@ -14,7 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 from minifcrn.count import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, check_detection_args, count, load_model
-from minifcrn.data.images import InputError
+from minifcrn.data.images import InputError, is_positive
 from minifcrn.data.samples import load_samples
 
 
@@ -41,7 +41,6 @@ PROTOCOLS = ("vgg",)
 def protocol_images(folder, protocol):
     """The image names a protocol tests on ("vgg": VGG images 101-200, see ``minifcrn.protocol``),
     checked to be in ``folder``; None for no protocol (every annotated image)."""
-    from minifcrn.data.images import InputError
     from minifcrn.data.samples import find_pairs
     from minifcrn.protocol import vgg_test_names
 
@@ -61,8 +60,7 @@ def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshol
                     min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None) -> dict:
     """Per-image and pooled scores of ``model`` on every annotated image of ``folder``, or on
     the test images of ``protocol`` ("vgg": images 101-200 of the VGG cells, as Table 1)."""
-    if isinstance(radius, bool) or not isinstance(radius, (int, float, np.number)) or not radius > 0 \
-            or not np.isfinite(radius):
+    if not is_positive(radius):
         raise InputError(f"evaluate: the match radius must be a positive number of pixels, got {radius!r}")
     check_detection_args(threshold, min_distance)
     names = protocol_images(folder, protocol)

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minifcrn.data.images import InputError
+from minifcrn.data.images import InputError, is_positive
+
+WEIGHTS_FORMAT = "minifcrn-weights-1"
+CHECKPOINT_FORMAT = "minifcrn-checkpoint-1"
 
 
 def _umask() -> int:
@@ -74,7 +77,7 @@ def load_npz(path):
 def save_weights(model, path, record=None):
     """The model's parameters and configuration (and an optional training record) as ``.npz``."""
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-    save_npz(path, arrays, {"format": "minifcrn-weights-1", **model.config(), "record": record or {}})
+    save_npz(path, arrays, {"format": WEIGHTS_FORMAT, **model.config(), "record": record or {}})
 
 
 def load_weights(path):
@@ -82,12 +85,12 @@ def load_weights(path):
     from minifcrn.models import ARCHITECTURES, FCRN
 
     arrays, meta = load_npz(path)
-    if meta.get("format") == "minifcrn-checkpoint-1":
+    if meta.get("format") == CHECKPOINT_FORMAT:
         raise InputError(f"{path}: a training checkpoint, not a weights file; use the best.npz beside it")
     if meta.get("arch") not in ARCHITECTURES:
         raise InputError(f"{path}: unknown architecture {meta.get('arch')!r}")
     scale = meta.get("density_scale", 100.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+    if not is_positive(scale):
         raise InputError(f"{path}: density_scale must be a positive number, got {scale!r}")
     model = FCRN(meta["arch"], meta.get("in_channels", 1), scale, initialize=False)
     state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 from scipy import ndimage
 
-from minifcrn.data.images import InputError
+from minifcrn.data.images import InputError, is_positive
 from minifcrn.data.samples import Sample
 
 HARMONICS = (2, 3, 4)
@@ -74,7 +74,7 @@ class SynthConfig:
             raise InputError(f"synth: image size must be positive, got {self.width}x{self.height}")
         if self.bit_depth not in (8, 16):
             raise InputError(f"synth: bit_depth must be 8 or 16, got {self.bit_depth!r}")
-        if not (np.isfinite(self.radius) and self.radius > 0):
+        if not is_positive(self.radius):
             raise InputError(f"synth: radius must be a positive number, got {self.radius!r}")
         for name in ("clumping", "overlap", "eccentricity"):
             value = getattr(self, name)
@@ -82,7 +82,7 @@ class SynthConfig:
                 raise InputError(f"synth: {name} must lie in [0, 1{')' if name == 'eccentricity' else ']'}, "
                                  f"got {value!r}")
         negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
-                    and not (np.isfinite(getattr(self, f.name)) and getattr(self, f.name) >= 0)]
+                    and not is_positive(getattr(self, f.name), or_zero=True)]
         if negative:
             raise InputError(f"synth: {negative[0]} must be a finite number >= 0, got {getattr(self, negative[0])!r}")
 

@@ -29,10 +29,10 @@ import numpy as np
 import minifcrn as mf
 from minifcrn import functional as F
 from minifcrn import optim
-from minifcrn.data.images import InputError, standardize
+from minifcrn.data.images import InputError, is_positive, standardize
 from minifcrn.data.samples import random_patch, standardize_patch
 from minifcrn.data.annotations import density_map
-from minifcrn.io import atomic_write, load_npz, save_npz, save_weights
+from minifcrn.io import CHECKPOINT_FORMAT, atomic_write, load_npz, save_npz, save_weights
 from minifcrn.models import FCRN
 
 
@@ -147,11 +147,11 @@ def check_config(cfg: TrainConfig, train_samples=()):
             raise InputError(f"train: {name} must be >= 0, got {getattr(cfg, name)}")
     rates = {"lr": cfg.lr, "finetune_lr": cfg.finetune_lr}
     for name, value in rates.items():
-        if not (np.isfinite(value) and value > 0):
+        if not is_positive(value):
             raise InputError(f"train: {name} must be a positive number, got {value}")
     for name in ("weight_decay", "count_weight", "max_angle"):
         value = getattr(cfg, name)
-        if not (np.isfinite(value) and value >= 0):
+        if not is_positive(value, or_zero=True):
             raise InputError(f"train: {name} must be a finite number >= 0, got {value}")
     if not 0 <= cfg.momentum < 1:
         raise InputError(f"train: momentum must lie in [0, 1), got {cfg.momentum}")
@@ -185,7 +185,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
     start, history, best = 0, [], {"val_mae": float("inf"), "epoch": -1}
     if resume and ckpt_path.exists():
         arrays, meta = load_npz(ckpt_path)
-        if meta.get("format") != "minifcrn-checkpoint-1":
+        if meta.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"{ckpt_path}: not a minifcrn training checkpoint; use another --out")
         if meta["config"] != json.loads(json.dumps(asdict(cfg))):
             raise InputError(f"{ckpt_path}: was written with a different training configuration; "
@@ -232,7 +232,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
         state = opt.state_dict()
         arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
         arrays.update({f"velocity/{i}": v for i, v in enumerate(state.pop("velocity")) if v is not None})
-        save_npz(ckpt_path, arrays, {"format": "minifcrn-checkpoint-1", "config": asdict(cfg),
+        save_npz(ckpt_path, arrays, {"format": CHECKPOINT_FORMAT, "config": asdict(cfg),
                                      "model": model.config(), "optim": state, "rng": rng.bit_generator.state,
                                      "epoch": epoch, "history": history, "best": best})
         _write_log(out_dir / "log.csv", history)
