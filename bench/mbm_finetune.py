@@ -39,6 +39,7 @@ RECIPES = {
     "scratch": {"epochs": 15, "steps_per_epoch": 50, "lr": 0.3, "milestones": [12]},
     "pretrained": {"epochs": 15, "steps_per_epoch": 50, "lr": 0.3, "milestones": [12]},
 }
+FALLBACK_LR = 0.1  # a run that diverges at the recipe's rate restarts once at this one (the README says so too)
 TRAIN = 15  # training images per draw; the other 29 are 15 test and 14 validation
 WHOLE = {"epochs": 0, "finetune_epochs": 10, "finetune_lr": 0.003, "count_weight": 50.0}
 
@@ -106,12 +107,11 @@ def cmd_train(args):
                     continue
                 train, val, test = split(samples, k, draw)
                 recipe = recipe_of(init, args.epochs)
-                model = load_model(args.pretrained).train() if init == "pretrained" else None
                 out = Path(args.work) / f"{init}-k{k}-d{draw}"
                 t0 = time.perf_counter()
-                patches = fit(train, val, TrainConfig(**recipe, seed=draw, channel="inverted"), out / "patches",
-                              model=model, resume=True, progress=False)
-                start = load_model(str(out / "patches" / "best.npz")).train()
+                patches, folder, lr = _patch_stage(train, val, recipe, draw, out,
+                                                   args.pretrained if init == "pretrained" else None)
+                start = load_model(str(folder / "best.npz")).train()
                 summary = fit(train, val, TrainConfig(**WHOLE, seed=draw, channel="inverted"), out / "whole",
                               model=start, resume=True, progress=False)
                 best = load_model(str(out / "whole" / "best.npz"))
@@ -119,9 +119,30 @@ def cmd_train(args):
                        "val_mae": summary["best"]["val_mae"], "best_epoch": summary["best"]["epoch"],
                        "train_s": round(sum(r["seconds"] for r in patches["history"] + summary["history"]), 1),
                        "wall_s_this_sitting": round(time.perf_counter() - t0, 1), "cell_size": args.cell_size,
-                       "recipe": recipe, "whole": WHOLE, "pretrained": args.pretrained if init == "pretrained" else None,
+                       "recipe": recipe, "lr": lr, "whole": WHOLE, "pretrained": args.pretrained if init == "pretrained" else None,
                        "machine": common.cpu_model(), "date": common.now_iso()}
                 _store(row, args.runs)
+
+
+def _patch_stage(train, val, recipe, draw, out, pretrained):
+    """Train on patches at the recipe's rate; a run whose loss becomes NaN restarts, once and from its
+    initial weights, at ``FALLBACK_LR`` (in ``out/patches-fallback``, so a resumed run goes straight
+    there).  Returns fit's summary, the folder of its weights and the rate that trained."""
+    from minifcrn.count import load_model
+    from minifcrn.train import TrainConfig, fit
+
+    def attempt(lr, folder):
+        model = load_model(pretrained).train() if pretrained else None  # fresh: a diverged run left NaNs
+        config = TrainConfig(**{**recipe, "lr": lr}, seed=draw, channel="inverted")
+        return fit(train, val, config, folder, model=model, resume=True, progress=False), folder, lr
+
+    fallback = out / "patches-fallback"
+    if not fallback.exists():
+        try:
+            return attempt(recipe["lr"], out / "patches")
+        except FloatingPointError as error:
+            print(f"{out.name}: {error}; restarting at lr {FALLBACK_LR:g}", flush=True)
+    return attempt(FALLBACK_LR, fallback)
 
 
 def _store(row, runs):
@@ -151,6 +172,8 @@ def cmd_report(args):
         rows.append(row)
     figure = _curve(curves)
     pretrained = sorted({r["pretrained"] for r in runs.values() if r.get("pretrained")})
+    fell_back = [f"{i} k={k} draw {d}" for (i, k, d), r in sorted(runs.items())
+                 if k > 0 and r.get("lr", r["recipe"]["lr"]) != r["recipe"]["lr"]]
     common.publish("mbm-finetune", "A few annotated real images: MBM, from scratch vs generator-pretrained", [
         "Command: `python bench/mbm_finetune.py train --pretrained PATH` then `... report`; runs in "
         "`bench/runs/mbm_finetune.jsonl`",
@@ -159,7 +182,9 @@ def cmd_report(args):
         "generator-trained network as it is, never shown an MBM image",
         f"Recipes (patch stage, then the same whole-image stage `WHOLE` = {WHOLE}): scratch {RECIPES['scratch']} "
         f"from orthogonal weights; pretrained {RECIPES['pretrained']} from the generator-trained weights "
-        f"({', '.join(f'`{p}`' for p in pretrained)})",
+        f"({', '.join(f'`{p}`' for p in pretrained)}); a run whose loss becomes NaN restarts once at lr "
+        f"{FALLBACK_LR:g}: {len(fell_back)} of {sum(k > 0 for _, k, _ in runs)} did"
+        + (f" ({', '.join(fell_back)})" if fell_back else ""),
         f"Curve: `bench/figures/{figure.name}`" if figure else "Curve: needs matplotlib"],
         common.md_table(["k", "from scratch", "generator-pretrained"], rows, "rrr"))
     _publish_real_set(runs)

@@ -38,3 +38,17 @@ def test_stored_runs_count_only_the_present_recipes(mbm_finetune, tmp_path):
     runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert sorted(mbm_finetune.stored(runs)) == [("pretrained", 0, 0), ("pretrained", 4, 1)]
     assert sorted(mbm_finetune.stored(runs, epochs=1)) == [("pretrained", 0, 0), ("scratch", 4, 0)]
+
+
+def test_a_run_whose_loss_becomes_nan_restarts_once_at_the_fallback_rate(mbm_finetune, tmp_path, monkeypatch):
+    import numpy as np
+    from test_train import blobs
+    train, val = [blobs(k) for k in range(2)], [blobs(9)]
+    recipe = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "lr": 1e12}
+    monkeypatch.setattr(mbm_finetune, "FALLBACK_LR", 0.01)
+    summary, folder, lr = mbm_finetune._patch_stage(train, val, recipe, 0, tmp_path, None)
+    assert (folder, lr) == (tmp_path / "patches-fallback", 0.01)
+    assert [h["lr"] for h in summary["history"]] == [0.01] and np.isfinite(summary["best"]["val_mae"])
+    assert not (tmp_path / "patches" / "checkpoint.npz").exists()  # the diverged attempt saved no epoch
+    sane = mbm_finetune._patch_stage(train, val, {**recipe, "lr": 0.05}, 0, tmp_path / "sane", None)
+    assert sane[1:] == (tmp_path / "sane" / "patches", 0.05)
