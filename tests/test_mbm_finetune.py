@@ -26,7 +26,7 @@ def test_split_refuses_k_outside_the_training_15(mbm_finetune, k):
         mbm_finetune.split(list(range(44)), k, 0)
 
 
-def test_stored_runs_count_only_the_present_recipes(mbm_finetune, tmp_path):
+def test_stored_runs_count_only_the_present_recipes_and_pretrained_weights(mbm_finetune, tmp_path):
     import json
     now = {"recipe": mbm_finetune.recipe_of("pretrained"), "whole": mbm_finetune.WHOLE}
     old = {"recipe": {**now["recipe"], "lr": now["recipe"]["lr"] / 7}, "whole": now["whole"]}
@@ -34,10 +34,14 @@ def test_stored_runs_count_only_the_present_recipes(mbm_finetune, tmp_path):
             {"init": "pretrained", "k": 0, "draw": 0},  # no training, no recipe
             {"init": "scratch", "k": 4, "draw": 0, "recipe": mbm_finetune.recipe_of("scratch", epochs=1),
              "whole": now["whole"]}]
+    rows[:3] = [{**r, "pretrained_hash": "abc"} for r in rows[:3]]
+    rows += [{**rows[1], "draw": 2, "pretrained_hash": "other weights"}, {"init": "pretrained", "k": 0, "draw": 1}]  # no hash
     runs = tmp_path / "runs.jsonl"
     runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert sorted(mbm_finetune.stored(runs)) == [("pretrained", 0, 0), ("pretrained", 4, 1)]
-    assert sorted(mbm_finetune.stored(runs, epochs=1)) == [("pretrained", 0, 0), ("scratch", 4, 0)]
+    assert sorted(mbm_finetune.stored(runs, pretrained_hash="abc")) == [("pretrained", 0, 0), ("pretrained", 4, 1)]
+    assert sorted(mbm_finetune.stored(runs, epochs=1, pretrained_hash="abc")) == [("pretrained", 0, 0),
+                                                                                   ("scratch", 4, 0)]
+    assert sorted(mbm_finetune.stored(runs, pretrained_hash="other weights")) == [("pretrained", 4, 2)]
 
 
 def test_a_run_whose_loss_becomes_nan_restarts_once_at_the_fallback_rate(mbm_finetune, tmp_path, monkeypatch):
