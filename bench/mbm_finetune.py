@@ -32,8 +32,9 @@ import common
 MBM = common.REPO_DIR.parent / "shared" / "data" / "mbm"
 RUNS = common.RUNS_DIR / "mbm_finetune.jsonl"  # --runs elsewhere for smoke tests
 # FCRN-A trained on generated images only: `python bench/synthetic.py train synthetic --runs
-# bench/runs/synthetic-pretrain.jsonl`, its whole/best.npz copied here.  Committed, because two runs of
-# that command gave different networks (test MAE 5.65 and 6.95 on VGG 101-200): rows name its hash.
+# bench/runs/synthetic-pretrain.jsonl` (its whole/best.npz copied here).  Committed, because that command
+# gives another network on another CPU or engine version (VGG 101-200 test MAE 5.47, 5.65, 6.95 in that
+# file); rows name the weights' hash.
 PRETRAINED = common.BENCH_DIR / "weights" / "synthetic-fcrn-a.npz"
 # Patch-stage TrainConfig fields per init; then WHOLE from the best of that stage.  The pretrained
 # init gets the scratch recipe: chosen on draw 0's validation images (k = 4 and 8) over lr 0.1
