@@ -285,10 +285,11 @@ def main(argv=None):
         p.add_argument("--runs", type=Path, default=RUNS, help="the JSON-lines file of finished runs")
         p.add_argument("--pretrained", default=str(PRETRAINED),
                        help="generator-trained weights (.npz); only their runs count")
+        p.add_argument("--threads", type=int, default=2, help="threads for NumPy, BLAS and Numba")
     args = ap.parse_args(argv)
     if not MBM.is_dir():
         sys.exit(f"{MBM} is not here")
-    common.configure_training_process(2)
+    common.configure_training_process(args.threads)
     {"train": cmd_train, "report": cmd_report}[args.command](args)
 
 
