@@ -93,7 +93,7 @@ def recipe_of(init, epochs=None):
 
 def cmd_train(args):
     from minifcrn.count import load_model
-    from minifcrn.train import validation_mae
+    from minifcrn.train import TrainConfig, fit, validation_mae
 
     samples = mbm_samples(args.cell_size)
     weights = _hash(args.pretrained)

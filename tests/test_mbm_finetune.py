@@ -56,3 +56,27 @@ def test_a_run_whose_loss_becomes_nan_restarts_once_at_the_fallback_rate(mbm_fin
     assert not (tmp_path / "patches" / "checkpoint.npz").exists()  # the diverged attempt saved no epoch
     sane = mbm_finetune._patch_stage(train, val, {**recipe, "lr": 0.05}, 0, tmp_path / "sane", None)
     assert sane[1:] == (tmp_path / "sane" / "patches", 0.05)
+
+
+def test_train_command_runs_every_init_and_resumes_with_nothing_left(mbm_finetune, tmp_path, monkeypatch):
+    """`train` end to end on 44 small stand-in images (tiny recipes): a row per (init, k, draw),
+    the pretrained network's k = 0 row included, and a second call finds nothing left to do."""
+    import argparse
+    import json
+
+    import numpy as np
+    from test_train import blobs
+    monkeypatch.setattr(mbm_finetune, "mbm_samples", lambda cell_size: [blobs(i) for i in range(44)])
+    tiny = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 32, "lr": 0.01, "milestones": []}
+    monkeypatch.setattr(mbm_finetune, "RECIPES", {"scratch": tiny, "pretrained": tiny})
+    monkeypatch.setattr(mbm_finetune, "WHOLE", {**mbm_finetune.WHOLE, "finetune_epochs": 1})
+    runs = tmp_path / "runs.jsonl"
+    args = argparse.Namespace(ks=[0, 2], draws=1, inits=["scratch", "pretrained"], cell_size=35.0, epochs=None,
+                              work=str(tmp_path / "work"), runs=runs, pretrained=str(mbm_finetune.PRETRAINED))
+    mbm_finetune.cmd_train(args)
+    rows = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert sorted((r["init"], r["k"], r["draw"]) for r in rows) == [("pretrained", 0, 0), ("pretrained", 2, 0),
+                                                                    ("scratch", 2, 0)]
+    assert all(np.isfinite(r["test_mae"]) and np.isfinite(r["val_mae"]) for r in rows)
+    mbm_finetune.cmd_train(args)
+    assert runs.read_text().count("\n") == 3
