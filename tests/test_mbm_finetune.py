@@ -44,12 +44,25 @@ def test_stored_runs_count_only_the_present_recipes_and_pretrained_weights(mbm_f
     assert sorted(mbm_finetune.stored(runs, pretrained_hash="other weights")) == [("pretrained", 4, 2)]
 
 
+def test_a_stored_run_that_fell_back_counts_as_a_run_of_the_rate_it_trained_at(mbm_finetune, tmp_path):
+    import json
+    now = mbm_finetune.recipe_of("pretrained")
+    faster = {**now, "lr": now["lr"] * 3}
+    rows = [{"init": "pretrained", "k": 2, "draw": 0, "recipe": faster, "lr": now["lr"]},  # fell back to now
+            {"init": "pretrained", "k": 2, "draw": 1, "recipe": faster, "lr": faster["lr"]},  # trained at 3x
+            {"init": "pretrained", "k": 2, "draw": 2, "recipe": now, "lr": now["lr"] / 3}]  # fell back below
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("".join(json.dumps({**r, "whole": mbm_finetune.WHOLE, "pretrained_hash": "abc"}) + "\n"
+                            for r in rows))
+    assert sorted(mbm_finetune.stored(runs, pretrained_hash="abc")) == [("pretrained", 2, 0)]
+
+
 def test_a_run_whose_loss_becomes_nan_restarts_once_at_the_fallback_rate(mbm_finetune, tmp_path, monkeypatch):
     import numpy as np
     from test_train import blobs
     train, val = [blobs(k) for k in range(2)], [blobs(9)]
     recipe = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "lr": 1e12}
-    monkeypatch.setattr(mbm_finetune, "FALLBACK_LR", 0.01)
+    monkeypatch.setattr(mbm_finetune, "FALLBACK", 1e-14)  # 1e12 -> 0.01
     summary, folder, lr = mbm_finetune._patch_stage(train, val, recipe, 0, tmp_path, None)
     assert (folder, lr) == (tmp_path / "patches-fallback", 0.01)
     assert [h["lr"] for h in summary["history"]] == [0.01] and np.isfinite(summary["best"]["val_mae"])
