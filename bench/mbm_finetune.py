@@ -256,7 +256,7 @@ def _publish_real_set(runs):
 def _curve(curves):
     from minifcrn.figures import MissingMatplotlib, new_figure, save_png
     try:
-        fig = new_figure(5, 3.5)
+        fig = new_figure(5, 4.2)
     except MissingMatplotlib:
         return None
     ax = fig.subplots()
@@ -271,7 +271,7 @@ def _curve(curves):
     ks = sorted({k for pts in curves.values() for k, _, _ in pts if k > 0})
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
-    ax.legend()
+    fig.legend(loc="outside lower center", ncol=2, fontsize="small")  # below the axes: the lines fill them
     path = common.BENCH_DIR / "figures" / "mbm-finetune.png"
     path.parent.mkdir(exist_ok=True)
     save_png(fig, path)
