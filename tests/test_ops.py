@@ -213,6 +213,14 @@ def test_relu_gradient_and_values(device, case):
     gradcheck(F.relu, [x], device=device, seed=seed)
 
 
+def test_relu_special_values_are_numpy_maximum_bit_for_bit(device):
+    for dtype in (np.float32, np.float64):
+        x = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, -1.5, 2.5, np.finfo(dtype).tiny], dtype=dtype)
+        x = np.tile(x, 100).reshape(1, 8, 10, 10)  # enough elements for every thread of a parallel pass
+        got = F.relu(mf.tensor(x, device=device)).numpy()
+        np.testing.assert_array_equal(got.view(f"u{x.itemsize}"), np.maximum(x, 0).view(f"u{x.itemsize}"))
+
+
 @given(st.tuples(st.integers(1, 3), st.integers(1, 6), st.sampled_from(["mean", "sum", "batchmean"]), seeds))
 def test_mse_loss_gradient_and_values(device, case):
     n, h, reduction, seed = case

@@ -8,7 +8,8 @@ forward; its gradient is 0.  As NumPy's ``maximum(x, 0)``, relu(-0) = +0;
 ``relu_forward`` in ``kernels/elementwise.cu`` gives the same bits.  The
 backward is a product, dy * [y > 0], so a NaN or inf in dy stays non-finite
 where y > 0 and becomes NaN (0 * inf) or stays NaN elsewhere, on every path.
-On the CPU the backward is one parallel Numba pass (``_relu_backward_cpu``).
+On the CPU forward and backward are each one parallel Numba pass
+(``_relu_forward_cpu``, ``_relu_backward_cpu``), element for element the CUDA kernels.
 """
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ import numba
 
 from minifcrn.autograd import Function
 from minifcrn.backend import find_kernel, get_array_module
+
+
+@numba.njit(parallel=True, cache=True)
+def _relu_forward_cpu(x, y):
+    zero = x.dtype.type(0)
+    for t in numba.prange(y.size):  # one element per t, as the CUDA kernel
+        v = x[t]
+        y[t] = v if (v > 0 or v != v) else zero  # as maximum(v, 0): NaN passes, -0 becomes +0
 
 
 @numba.njit(parallel=True, cache=True)
@@ -28,10 +37,11 @@ def _relu_backward_cpu(gy, y, gx):
 def relu_forward(x):
     xp = get_array_module(x)
     kernel = find_kernel(x, "elementwise.cu", "relu_forward")
-    if kernel is None:
-        return xp.maximum(x, x.dtype.type(0))  # keeps NaN, unlike x * (x > 0)
     y = xp.empty(x.shape, dtype=x.dtype)
-    kernel(y.size, xp.ascontiguousarray(x), y.size, y)
+    if kernel is None:
+        _relu_forward_cpu(xp.ascontiguousarray(x).reshape(-1), y.reshape(-1))
+    else:
+        kernel(y.size, xp.ascontiguousarray(x), y.size, y)
     return y
 
 
