@@ -280,19 +280,20 @@ def test_conv2d_stride1_chunking(device, monkeypatch, direct_max_k, case):
 
 @pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_conv2d_stride1_path_matches_im2col_path_on_large_grids(dtype, direct_max_k, monkeypatch):
+@pytest.mark.parametrize("c, o", [(5, 6), (6, 5)], ids=["C<O", "C>O"])  # the weight gradient's two layouts
+def test_conv2d_stride1_path_matches_im2col_path_on_large_grids(dtype, direct_max_k, c, o, monkeypatch):
     from minifcrn.ops import conv
     monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
     rng = np.random.default_rng(5)
-    x, w, gy = (a.astype(dtype) for a in (rand(rng, 3, 5, 41, 37), rand(rng, 6, 5, 3, 3), rand(rng, 3, 6, 41, 37)))
+    x, w, gy = (a.astype(dtype) for a in (rand(rng, 3, c, 41, 37), rand(rng, o, c, 3, 3), rand(rng, 3, o, 41, 37)))
     tol = 1e-12 if dtype == np.float64 else 1e-5
     fast = conv.conv2d_forward_stride1(x, w, None, 1)
-    ref_y = (w.reshape(6, -1) @ conv.im2col(x, 3, 3, 1, 1)).reshape(6, 3, 41, 37).transpose(1, 0, 2, 3)
+    ref_y = (w.reshape(o, -1) @ conv.im2col(x, 3, 3, 1, 1)).reshape(o, 3, 41, 37).transpose(1, 0, 2, 3)
     np.testing.assert_allclose(fast, ref_y, rtol=tol, atol=tol * np.abs(ref_y).max())
     gx, gw = conv.conv2d_backward_stride1(x, w, gy, 1, True, True)
     assert fast.dtype == gx.dtype == gw.dtype == dtype
-    gy2 = gy.transpose(1, 0, 2, 3).reshape(6, -1)
+    gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)
     ref_gw = (gy2 @ conv.im2col(x, 3, 3, 1, 1).T).reshape(w.shape)
-    ref_gx = conv.col2im(w.reshape(6, -1).T @ gy2, x.shape, 3, 3, 1, 1)
+    ref_gx = conv.col2im(w.reshape(o, -1).T @ gy2, x.shape, 3, 3, 1, 1)
     np.testing.assert_allclose(gw, ref_gw, rtol=tol, atol=tol * np.abs(ref_gw).max())
     np.testing.assert_allclose(gx, ref_gx, rtol=tol, atol=tol * np.abs(ref_gx).max())
