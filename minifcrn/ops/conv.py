@@ -183,21 +183,17 @@ def _conv2d_forward_taps(gemm, xp, wc, shifts, positions, chunk, y):
 
 
 @numba.njit(cache=True)
-def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, positions, chunk, o, gwt):
-    """gwt (taps, C, O): gwt[t] = W_t.T's gradient, or (O, taps, C) with gwt[:, t] = W_t's, whichever
-    puts the larger of O and C first (OpenBLAS runs these long, thin products up to 1.5x faster so:
-    FCRN-A's conv6 24 against 36 ms, its conv5 40 against 48 ms, 2026-12-03)."""
-    c = gwt.size // (o * shifts.size)
+def _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, positions, chunk, x_first, gwt):
+    """gwt (taps, O, C): gwt[t] = gW_t; or, with x_first, (taps, C, O): gwt[t] = gW_t.T."""
+    _, rows, cols = gwt.shape
     flat = gwt.ravel()
     for s in range(0, positions, chunk):  # (BLAS must not be called from inside a parallel loop:
         size = min(chunk, positions - s)  # OpenMP and OpenBLAS's own threads can deadlock)
-        for t in range(shifts.size):
-            if c > o:  # gW_t.T += xp[:, s+d_t : ...] @ g[:, s:s+size].T
-                gemm_rowmajor(gemm, N, T, c, o, size, 1.0, xp[s + shifts[t]:], positions, g[front + s:], positions,
-                              1.0, flat[t * c * o:], o)
-            else:  # gW_t += g[:, s:s+size] @ xp[:, s+d_t : ...].T
-                gemm_rowmajor(gemm, N, T, o, c, size, 1.0, g[front + s:], positions, xp[s + shifts[t]:], positions,
-                              1.0, flat[t * c:], shifts.size * c)
+        for t in range(shifts.size):  # gW_t += g[:, s:s+size] @ xp[:, s+d_t : ...].T, or its transpose
+            xs, gs = xp[s + shifts[t]:], g[front + s:]
+            a, b = (xs, gs) if x_first else (gs, xs)
+            gemm_rowmajor(gemm, N, T, rows, cols, size, 1.0, a, positions, b, positions,
+                          1.0, flat[t * rows * cols:], cols)
 
 
 @numba.njit(cache=True)
@@ -306,9 +302,13 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
         _conv2d_weight_grad_direct(xp, np.ascontiguousarray(gy), gw)
     elif need_w:
         xp = _padded_planes(x, padding, padding, hp, wp, back=back)
-        gwt = np.zeros((kh, kw, c, o) if c > o else (o, kh, kw, c), dtype=x.dtype)
-        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, positions, _chunk(positions), o, gwt)
-        gw = np.ascontiguousarray(gwt.transpose(3, 2, 0, 1) if c > o else gwt.transpose(0, 3, 1, 2))
+        # the larger of C and O first: OpenBLAS runs these long, thin products faster so (FCRN-A's
+        # conv6 24 against 36 ms, conv5 40 against 48, 2026-12-03)
+        x_first = c > o
+        gwt = np.zeros((kh * kw, c, o) if x_first else (kh * kw, o, c), dtype=x.dtype)
+        _conv2d_weight_grad_taps(gemm, xp, g, shifts, front, positions, _chunk(positions), x_first, gwt)
+        gwt = gwt.reshape(kh, kw, *gwt.shape[1:])
+        gw = np.ascontiguousarray(gwt.transpose(3, 2, 0, 1) if x_first else gwt.transpose(2, 3, 0, 1))
     if need_x:
         wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
         gxp = np.empty(c * positions, dtype=x.dtype)

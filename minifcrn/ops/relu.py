@@ -37,11 +37,11 @@ def _relu_backward_cpu(gy, y, gx):
 def relu_forward(x):
     xp = get_array_module(x)
     kernel = find_kernel(x, "elementwise.cu", "relu_forward")
-    y = xp.empty(x.shape, dtype=x.dtype)
+    x, y = xp.ascontiguousarray(x), xp.empty(x.shape, dtype=x.dtype)
     if kernel is None:
-        _relu_forward_cpu(xp.ascontiguousarray(x).reshape(-1), y.reshape(-1))
+        _relu_forward_cpu(x.reshape(-1), y.reshape(-1))
     else:
-        kernel(y.size, xp.ascontiguousarray(x), y.size, y)
+        kernel(y.size, x, y.size, y)
     return y
 
 
