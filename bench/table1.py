@@ -28,6 +28,14 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
   direction of descent at another scale.
 * ``count``: the same, plus the count term (``--count-weight 50``) while
   fine-tuning on whole images (beyond the paper).
+* ``count-last``: ``count``, but fine-tuning starts from the patch phase's last
+  epoch instead of its epoch of lowest validation MAE.  A patch-trained
+  network's whole-image count swings by tens of cells from epoch to epoch
+  (a small offset per pixel, summed over 65536 pixels), so choosing there
+  mostly chooses noise; the fine-tuning's count term removes the offset.
+* ``count-last-cut``: ``count-last`` with the fine-tuning rate cut by 10
+  halfway through its epochs: at batch 1 and lr 0.003 the whole-image
+  validation MAE still swings (3 to 13 at N=64) from epoch to epoch.
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
 at test time (``test_mae_flip8``), reported as its own row.
 
@@ -69,6 +77,8 @@ WHOLE_STEPS = 256  # whole-image steps in the fine-tuning phase (epochs = ceil(2
 VARIANTS = {
     "paper": {"finetune_lr": 0.003, "count_weight": 0.0},
     "count": {"finetune_lr": 0.003, "count_weight": 50.0},
+    "count-last": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last"},
+    "count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5},
 }
 PAPER = {"fcrn-a": {8: (3.9, 0.5), 16: (3.4, 0.2), 32: (2.9, 0.2), 64: (2.9, 0.2)},
          "fcrn-b": {8: (4.1, 0.5), 16: (3.7, 0.3), 32: (3.3, 0.2), 64: (3.2, 0.2)}}
@@ -122,6 +132,22 @@ def count_errors(model, samples, device="cpu", flips=False):
     return [c - s.count for c, s in zip(predicted_counts(model, samples, device, flips), samples)]
 
 
+def patch_phase_model(folder, start="best"):
+    """Where whole-image fine-tuning starts: the patch phase's weights of lowest validation MAE
+    (``best``) or those of its last epoch (``last``, from its checkpoint)."""
+    from minifcrn.count import load_model
+    from minifcrn.io import load_npz
+    from minifcrn.models import FCRN
+
+    if start == "best":
+        return load_model(str(Path(folder) / "best.npz")).train()
+    arrays, meta = load_npz(Path(folder) / "checkpoint.npz")
+    net = FCRN(meta["model"]["arch"], meta["model"]["in_channels"], meta["model"]["density_scale"],
+               initialize=False)
+    net.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
+    return net.train()
+
+
 def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool=None, test=None,
               patches=None, whole_steps=WHOLE_STEPS, device="cpu", progress=True, flips=True):
     """Train (or resume) one run of the table and append its JSON line; returns the row."""
@@ -144,9 +170,11 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     t0 = time.perf_counter()                                                           # their patch phase
     first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), folder / "patches",
                 resume=True, progress=progress)
-    cfg = TrainConfig(arch=model, seed=seed + 1, device=device, epochs=0,
-                      finetune_epochs=math.ceil(whole_steps / n), **VARIANTS[variant])
-    second = fit(train, val, cfg, folder / variant, model=load_model(str(folder / "patches" / "best.npz")).train(),
+    whole = dict(VARIANTS[variant])
+    start, cut, epochs = whole.pop("start", "best"), whole.pop("cut", None), math.ceil(whole_steps / n)
+    cfg = TrainConfig(arch=model, seed=seed + 1, device=device, epochs=0, finetune_epochs=epochs,
+                      finetune_milestones=[max(1, int(epochs * cut))] if cut else [], **whole)
+    second = fit(train, val, cfg, folder / variant, model=patch_phase_model(folder / "patches", start),
                  resume=True, progress=progress)
     best = load_model(str(folder / variant / "best.npz"), device)
     tests = load_samples(data, names=set(protocol.vgg_test_names(protocol.TEST if test is None else test)))
@@ -161,7 +189,8 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
            "epochs": len(history), "train_s": round(sum(r["seconds"] for r in history), 1),
            "wall_s": round(time.perf_counter() - t0, 1), "device": device, "test_images": len(tests),
            "train_images": len(train), "val_images": len(val),
-           "recipe": {"patches": patches, "whole": {**VARIANTS[variant], "finetune_epochs": cfg.finetune_epochs}},
+           "recipe": {"patches": patches, "whole": {**VARIANTS[variant], "finetune_epochs": cfg.finetune_epochs,
+                                                    "finetune_milestones": cfg.finetune_milestones}},
            "machine": common.cpu_model(), "date": common.now_iso(), "commit": commit}
     # per test image: [true count, predicted, predicted with flips], so ensembles need no inference
     row["test_counts"] = {t.name: [t.count, round(c, 4)] for t, c in zip(tests, counts)}
@@ -414,6 +443,8 @@ def cmd_report(args):
         + ", ".join(f"{v} {np.median(t) / 60:.1f} min ({min(t) / 60:.1f}-{max(t) / 60:.1f}) over {len(t)} runs"
                     for v, t in trains.items() if t),
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
+        "`count-last` = `count`, fine-tuned from the patch phase's last epoch rather than its best-validation one; "
+        "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "

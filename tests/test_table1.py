@@ -1,6 +1,7 @@
 """The Table 1 protocol and runner (bench/table1.py) on a tiny configuration: splits, resume, aggregation."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +92,34 @@ def test_variants_share_the_patch_phase(table1, tiny_vgg, tmp_path):
     assert (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text() == log  # not trained again
     assert {first["variant"], second["variant"]} == {"paper", "count"}
     assert set(table1.stored_runs(runs)) == {"fcrn-a-paper-n2-d1", "fcrn-a-count-n2-d1"}
+
+
+def test_count_last_fine_tunes_from_the_patch_phase_s_last_epoch(table1, tiny_vgg, tmp_path, monkeypatch):
+    """``count`` starts its whole-image phase from the patch phase's best.npz, ``count-last`` from the
+    weights in its checkpoint (the last epoch); best.npz is replaced by other weights so they differ."""
+    import minifcrn.train as train
+    from minifcrn.io import load_npz, save_weights
+    from minifcrn.models import FCRN
+
+    runs, patches = tmp_path / "runs.jsonl", tmp_path / "fcrn-a-n2-d3" / "patches"
+    table1.train_run("fcrn-a", "paper", 2, 3, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    save_weights(FCRN("fcrn-a", rng=99), patches / "best.npz")
+    best = {k: v for k, v in load_npz(patches / "best.npz")[0].items()}
+    last = {k: v for k, v in load_npz(patches / "checkpoint.npz")[0].items() if k.startswith("param/")}
+    starts, fit = {}, train.fit
+
+    def recording_fit(train_samples, val_samples, cfg, out_dir, model=None, **kw):
+        if model is not None:
+            starts[Path(out_dir).name] = {f"param/{k}": v.copy() for k, v in model.state_dict().items()}
+        return fit(train_samples, val_samples, cfg, out_dir, model=model, **kw)
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    for variant in ("count", "count-last"):
+        table1.train_run("fcrn-a", variant, 2, 3, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    assert best.keys() == last.keys() == starts["count"].keys() == starts["count-last"].keys()
+    assert all(np.array_equal(starts["count"][k], best[k]) for k in best)
+    assert all(np.array_equal(starts["count-last"][k], last[k]) for k in last)
+    assert not all(np.array_equal(best[k], last[k]) for k in best)
 
 
 def test_aggregation_means_stds_and_partial_cells(table1, tmp_path):
