@@ -36,6 +36,7 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
 * ``count-last-cut``: ``count-last`` with the fine-tuning rate cut by 10
   halfway through its epochs: at batch 1 and lr 0.003 the whole-image
   validation MAE still swings (3 to 13 at N=64) from epoch to epoch.
+* ``count-last-cut-x2``: ``count-last-cut`` with twice the whole-image steps.
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
 at test time (``test_mae_flip8``), reported as its own row.
 
@@ -79,6 +80,7 @@ VARIANTS = {
     "count": {"finetune_lr": 0.003, "count_weight": 50.0},
     "count-last": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last"},
     "count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5},
+    "count-last-cut-x2": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "steps": 2},
 }
 PAPER = {"fcrn-a": {8: (3.9, 0.5), 16: (3.4, 0.2), 32: (2.9, 0.2), 64: (2.9, 0.2)},
          "fcrn-b": {8: (4.1, 0.5), 16: (3.7, 0.3), 32: (3.3, 0.2), 64: (3.2, 0.2)}}
@@ -171,7 +173,8 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), folder / "patches",
                 resume=True, progress=progress)
     whole = dict(VARIANTS[variant])
-    start, cut, epochs = whole.pop("start", "best"), whole.pop("cut", None), math.ceil(whole_steps / n)
+    start, cut = whole.pop("start", "best"), whole.pop("cut", None)
+    epochs = math.ceil(whole_steps * whole.pop("steps", 1) / n)
     cfg = TrainConfig(arch=model, seed=seed + 1, device=device, epochs=0, finetune_epochs=epochs,
                       finetune_milestones=[max(1, int(epochs * cut))] if cut else [], **whole)
     second = fit(train, val, cfg, folder / variant, model=patch_phase_model(folder / "patches", start),
@@ -444,7 +447,8 @@ def cmd_report(args):
                     for v, t in trains.items() if t),
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`count-last` = `count`, fine-tuned from the patch phase's last epoch rather than its best-validation one; "
-        "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; "
+        "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; `count-last-cut-x2` = the same "
+        "with twice the whole-image steps; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
