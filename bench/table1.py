@@ -144,8 +144,7 @@ def patch_phase_model(folder, start="best"):
     if start == "best":
         return load_model(str(Path(folder) / "best.npz")).train()
     arrays, meta = load_npz(Path(folder) / "checkpoint.npz")
-    net = FCRN(meta["model"]["arch"], meta["model"]["in_channels"], meta["model"]["density_scale"],
-               initialize=False)
+    net = FCRN(**meta["model"], initialize=False)  # the checkpoint stores the model's config()
     net.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     return net.train()
 
