@@ -278,6 +278,18 @@ def test_conv2d_stride1_chunking(device, monkeypatch, direct_max_k, case):
     gradcheck(lambda a, b: F.conv2d(a, b, padding=p), [x, wt], device=device, seed=seed)
 
 
+@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from([1, 2, 3, 5]), st.integers(0, 6), seeds)
+def test_conv2d_stride1_neighbouring_planes_share_padding(device, h, w, k, p, seed):
+    """Four images, each padded only at its top and left: no window of a kept output reaches a
+    neighbour's data, for every padding from none to more than the kernel."""
+    assume(h + 2 * p >= k and w + 2 * p >= k)
+    rng = np.random.default_rng(seed)
+    x, wt, b = rand(rng, 4, 3, h, w), rand(rng, 2, 3, k, k), rand(rng, 2)
+    np.testing.assert_allclose(run(lambda *t: F.conv2d(*t, padding=p), x, wt, b, device=device),
+                               conv2d_loops(x, wt, b, 1, p), rtol=1e-12, atol=1e-12)
+    gradcheck(lambda *t: F.conv2d(*t, padding=p), [x, wt, b], device=device, seed=seed)
+
+
 @pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("c, o", [(5, 6), (6, 5)], ids=["C<O", "C>O"])  # the weight gradient's two layouts

@@ -145,8 +145,25 @@ def check_conv2d_args(x, w, b, stride, padding):
 # still make large products).  Positions with i >= Ho or j >= Wo are computed
 # and dropped; the windows that run past a plane read the next one (or a zero
 # margin) only for them.  The positions are taken a chunk at a time.
+#
+# Neighbours share their zero padding: a plane is padded only at its top and
+# left (hp = H + p, wp = W + p, the data at (p, p)), because the bottom rows a
+# window needs are the next plane's top padding, and the right columns the next
+# row's left padding.  A window of a kept output never reaches the next plane's
+# data (its last row is p rows below the data, the last column p - 1 columns into
+# the next row), so the products stay exact, and the dropped positions are
+# (H + p)(W + p) - Ho*Wo a plane rather than (H + 2p)(W + 2p) - Ho*Wo: at 3x3 on
+# 24x24 planes 8% of the positions computed instead of 15%, at 5x5 on 48x48
+# 8% instead of 15%.  (When p >= the kernel size, Ho > H + p and the plane is Ho
+# tall instead.)
 
 DIRECT_MAX_K = 64  # up to this many taps * C (and more than one tap): direct loops (below)
+
+
+def _plane_grid(h, w, kh, kw, padding):
+    """(hp, wp, ho, wo): the padded plane shared with the neighbours (above), and the output size."""
+    ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
+    return max(h + padding, ho), max(w + padding, wo), ho, wo
 
 
 def _padded_planes(a, top, left, hp, wp, front=0, back=0):
@@ -262,14 +279,13 @@ def _conv2d_weight_grad_direct(xp, gy, gw):
 def conv2d_forward_stride1(x, w, b, padding):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    hp, wp = h + 2 * padding, wd + 2 * padding
-    ho, wo, positions = hp - kh + 1, wp - kw + 1, n * hp * wp
+    hp, wp, ho, wo = _plane_grid(h, wd, kh, kw, padding)
+    positions = n * hp * wp
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     y = np.empty((n, o, ho, wo), dtype=x.dtype)
     if _direct(c, kh * kw):
         bias = np.zeros(0, x.dtype) if b is None else np.ascontiguousarray(b)
-        xp = np.zeros((n, c, hp, wp), dtype=x.dtype)
-        xp[:, :, padding:padding + h, padding:padding + wd] = x
+        xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
         _conv2d_forward_direct(xp, np.ascontiguousarray(w), bias, y)
         return y
     xp = _padded_planes(x, padding, padding, hp, wp, back=shifts[-1])
@@ -287,7 +303,7 @@ def conv2d_forward_stride1(x, w, b, padding):
 def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    hp, wp = h + 2 * padding, wd + 2 * padding
+    hp, wp, _, _ = _plane_grid(h, wd, kh, kw, padding)
     positions = n * hp * wp
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     front = back = shifts[-1]
@@ -296,8 +312,7 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     g = _padded_planes(gy, 0, 0, hp, wp, front=front) if need_x or not direct else None  # 0 off the outputs
     gx = gw = None
     if need_w and direct:
-        xp = np.zeros((n, c, hp, wp), dtype=x.dtype)
-        xp[:, :, padding:padding + h, padding:padding + wd] = x
+        xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
         gw = np.empty(w.shape, dtype=x.dtype)
         _conv2d_weight_grad_direct(xp, np.ascontiguousarray(gy), gw)
     elif need_w:
