@@ -166,13 +166,24 @@ def _plane_grid(h, w, kh, kw, padding):
     return max(h + padding, ho), max(w + padding, wo), ho, wo
 
 
+def _positions(n, hp, wp):
+    """Positions per channel: n*hp*wp rounded up to whole 64-byte lines, so that every row of
+    every product starts on a cache line."""
+    return -(-n * hp * wp // 16) * 16
+
+
+def _planes(flat, n, hp, wp):
+    """The (C, N, hp, wp) planes of a (C, positions) buffer."""
+    return flat.reshape(-1, _positions(n, hp, wp))[:, :n * hp * wp].reshape(-1, n, hp, wp)
+
+
 def _padded_planes(a, top, left, hp, wp, front=0, back=0):
-    """a (N, C, H, W) at (top, left) of zeroed hp x wp planes laid out (C, N, hp, wp), flattened,
-    with zero margins."""
+    """a (N, C, H, W) at (top, left) of zeroed hp x wp planes laid out (C, N, hp, wp), each
+    channel's row of positions ``_positions`` long, flattened, with zero margins."""
     n, c, h, w = a.shape
-    buf = np.zeros(front + n * c * hp * wp + back, dtype=a.dtype)
-    buf[front:front + n * c * hp * wp].reshape(c, n, hp, wp)[:, :, top:top + h, left:left + w] = \
-        a.transpose(1, 0, 2, 3)
+    size = c * _positions(n, hp, wp)
+    buf = np.zeros(front + size + back, dtype=a.dtype)
+    _planes(buf[front:front + size], n, hp, wp)[:, :, top:top + h, left:left + w] = a.transpose(1, 0, 2, 3)
     return buf
 
 
@@ -280,7 +291,7 @@ def conv2d_forward_stride1(x, w, b, padding):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     hp, wp, ho, wo = _plane_grid(h, wd, kh, kw, padding)
-    positions = n * hp * wp
+    positions = _positions(n, hp, wp)
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     y = np.empty((n, o, ho, wo), dtype=x.dtype)
     if _direct(c, kh * kw):
@@ -292,7 +303,7 @@ def conv2d_forward_stride1(x, w, b, padding):
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(o, -1)
     out = np.empty(o * positions, dtype=x.dtype)
     _conv2d_forward_taps(gemm_for(x.dtype), xp, wc, shifts, positions, _chunk(positions), out)
-    out = out.reshape(o, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+    out = _planes(out, n, hp, wp)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
     if b is None:
         y[...] = out
     else:
@@ -304,7 +315,7 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     hp, wp, _, _ = _plane_grid(h, wd, kh, kw, padding)
-    positions = n * hp * wp
+    positions = _positions(n, hp, wp)
     shifts = np.array([u * wp + v for u in range(kh) for v in range(kw)], dtype=np.int64)
     front = back = shifts[-1]
     direct = _direct(c, kh * kw)
@@ -329,7 +340,7 @@ def conv2d_backward_stride1(x, w, gy, padding, need_x, need_w):
         gxp = np.empty(c * positions, dtype=x.dtype)
         _conv2d_input_grad_taps(gemm, g, wc, shifts, front, positions, _chunk(positions), gxp)
         gx = np.ascontiguousarray(
-            gxp.reshape(c, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd].transpose(1, 0, 2, 3))
+            _planes(gxp, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd].transpose(1, 0, 2, 3))
     return gx, gw
 
 
