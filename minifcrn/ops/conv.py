@@ -130,7 +130,8 @@ def check_conv2d_args(x, w, b, stride, padding):
 #
 # Zero-pad each plane of x to hp x wp and lay them out channel-major, (C, N, hp,
 # wp) flattened: row c of the matrix xp holds channel c of every image end to
-# end, M = N*hp*wp positions.  The tap (u, v) of output position q = (n*hp + i)*wp
+# end, M = N*hp*wp positions (rounded up to whole 64-byte lines, so that every
+# row of every product starts on one).  The tap (u, v) of output position q = (n*hp + i)*wp
 # + j is the input at q + u*wp + v, so for every tap t = (u, v), with the shift
 # d_t = u*wp + v and W_t = w[:, :, u, v] (O, C):
 #
