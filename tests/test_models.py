@@ -59,3 +59,24 @@ def test_layers_by_name_and_bad_input():
         model(mf.tensor(np.zeros((1, 3, 16, 16)), dtype=np.float32))
     with pytest.raises(ValueError, match="unknown architecture"):
         mf.models.FCRN("fcrn-c")
+
+
+def test_fcrn_b_runs_its_upsampling_convolutions_fused_and_equal_to_the_layers(device):
+    """up7 > conv7 and up8 > conv8 run as one op each; the density and every gradient equal
+    those of the layers run one by one (float64), and ``upto`` an up-sampling still gives its map."""
+    model = mf.models.FCRN("fcrn-b", rng=0, dtype=np.float64).to(device)
+    assert model.fused == {"up7", "up8"} and FCRN_A().fused == set()
+    x = np.random.default_rng(4).standard_normal((2, 1, 24, 16))
+    runs = []
+    for fused in (model.fused, set()):
+        model.fused = fused
+        for p in model.parameters():
+            p.grad = None
+        y = model(mf.tensor(x, device=device))
+        (y * y).sum().backward()
+        runs.append([y.numpy()] + [mf.tensor(p.grad).numpy() for p in model.parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    model.fused = {"up7", "up8"}
+    with mf.no_grad():
+        assert model(mf.tensor(x, device=device), upto="up8").shape == (2, 256, 24, 16)

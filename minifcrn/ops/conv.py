@@ -350,6 +350,40 @@ def _use_taps(x, stride):
     return stride == 1 and gemm_for(x.dtype) is not None and find_kernel(x, "conv.cu", "im2col") is None
 
 
+def conv2d_forward(x, w, b, stride, padding):
+    """y = conv2d(x, w) + b on either backend (``vl_nnconv`` forward); b may be None."""
+    if _use_taps(x, stride):
+        return conv2d_forward_stride1(x, w, b, padding)
+    xp = get_array_module(x)
+    n, _, _, _ = x.shape
+    o, c, kh, kw = w.shape
+    cols = im2col(x, kh, kw, stride, padding)
+    y = w.reshape(o, c * kh * kw) @ cols  # (O, N*Ho*Wo): one matrix product for the batch
+    ho, wo = (x.shape[2] + 2 * padding - kh) // stride + 1, (x.shape[3] + 2 * padding - kw) // stride + 1
+    y = y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+    out = xp.empty((n, o, ho, wo), dtype=x.dtype)
+    if b is None:
+        out[...] = y
+    else:
+        xp.add(y, b.reshape(1, o, 1, 1), out=out)  # bias added in the same pass as the transpose
+    return out
+
+
+def conv2d_backward(x, w, gy, stride, padding, need_x=True, need_w=True):
+    """(gx, gw) of conv2d on either backend (``vl_nnconv`` backward); None where not needed."""
+    if _use_taps(x, stride):
+        return conv2d_backward_stride1(x, w, gy, padding, need_x, need_w)
+    o, c, kh, kw = w.shape
+    gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, N*Ho*Wo)
+    gx = gw = None
+    if need_w:
+        gw = (gy2 @ im2col(x, kh, kw, stride, padding).T).reshape(w.shape)
+    if need_x:
+        gcols = w.reshape(o, -1).T @ gy2
+        gx = col2im(gcols, x.shape, kh, kw, stride, padding)
+    return gx, gw
+
+
 class Conv2d(Function):
     name = "conv2d"
 
@@ -359,37 +393,11 @@ class Conv2d(Function):
     def forward(self, x, w, b=None):
         check_conv2d_args(x, w, b, self.stride, self.padding)
         self.x, self.w = x, w
-        if _use_taps(x, self.stride):
-            return conv2d_forward_stride1(x, w, b, self.padding)
-        xp = get_array_module(x)
-        n, _, _, _ = x.shape
-        o, c, kh, kw = w.shape
-        cols = im2col(x, kh, kw, self.stride, self.padding)
-        y = w.reshape(o, c * kh * kw) @ cols  # (O, N*Ho*Wo): one matrix product for the batch
-        ho, wo = (x.shape[2] + 2 * self.padding - kh) // self.stride + 1, \
-                 (x.shape[3] + 2 * self.padding - kw) // self.stride + 1
-        y = y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
-        out = xp.empty((n, o, ho, wo), dtype=x.dtype)
-        if b is None:
-            out[...] = y
-        else:
-            xp.add(y, b.reshape(1, o, 1, 1), out=out)  # bias added in the same pass as the transpose
-        return out
+        return conv2d_forward(x, w, b, self.stride, self.padding)
 
     def backward(self, gy):
-        x, w = self.x, self.w
-        o, c, kh, kw = w.shape
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         gb = gy.sum(axis=(0, 2, 3)) if need_b else None
-        if _use_taps(x, self.stride):
-            gx, gw = conv2d_backward_stride1(x, w, gy, self.padding, need_x, need_w)
-            return gx, gw, gb
-        gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, N*Ho*Wo)
-        gx = gw = None
-        if need_w:
-            gw = (gy2 @ im2col(x, kh, kw, self.stride, self.padding).T).reshape(w.shape)
-        if need_x:
-            gcols = w.reshape(o, -1).T @ gy2
-            gx = col2im(gcols, x.shape, kh, kw, self.stride, self.padding)
+        gx, gw = conv2d_backward(self.x, self.w, gy, self.stride, self.padding, need_x, need_w)
         return gx, gw, gb
