@@ -61,15 +61,17 @@ def test_layers_by_name_and_bad_input():
         mf.models.FCRN("fcrn-c")
 
 
-def test_fcrn_b_runs_its_upsampling_convolutions_fused_and_equal_to_the_layers(device):
-    """up7 > conv7 and up8 > conv8 run as one op each; the density and every gradient equal
-    those of the layers run one by one (float64), and ``upto`` an up-sampling still gives its map."""
-    model = mf.models.FCRN("fcrn-b", rng=0, dtype=np.float64).to(device)
-    assert model.fused == {"up7", "up8"} and FCRN_A().fused == set()
-    x = np.random.default_rng(4).standard_normal((2, 1, 24, 16))
+@pytest.mark.parametrize("arch, fused, probe", [("fcrn-a", {"up6", "up7"}, ("up7", 64, 48, 32)),
+                                                 ("fcrn-b", {"up7", "up8"}, ("up8", 256, 48, 32))])
+def test_upsampling_convolutions_run_fused_and_equal_to_the_layers(device, arch, fused, probe):
+    """Each fused up-sampling > convolution pair gives the density and every gradient of the layers
+    run one by one (float64), and ``upto`` an up-sampling still gives its map."""
+    model = mf.models.FCRN(arch, rng=0, dtype=np.float64).to(device)
+    assert model.fused == fused
+    x = np.random.default_rng(4).standard_normal((2, 1, 48, 32))
     runs = []
-    for fused in (model.fused, set()):
-        model.fused = fused
+    for fused_now in (fused, set()):
+        model.fused = fused_now
         for p in model.parameters():
             p.grad = None
         y = model(mf.tensor(x, device=device))
@@ -77,6 +79,7 @@ def test_fcrn_b_runs_its_upsampling_convolutions_fused_and_equal_to_the_layers(d
         runs.append([y.numpy()] + [mf.tensor(p.grad).numpy() for p in model.parameters()])
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-    model.fused = {"up7", "up8"}
+    model.fused = fused
+    name, *shape = probe
     with mf.no_grad():
-        assert model(mf.tensor(x, device=device), upto="up8").shape == (2, 256, 24, 16)
+        assert model(mf.tensor(x, device=device), upto=name).shape == (2, *shape)

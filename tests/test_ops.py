@@ -166,11 +166,12 @@ def test_max_pool2d_bad_input(device, shape, k, s, match):
 # -- upsample_conv2d (bilinear x2, then a 5x5 conv2d, fused) ------------------------------------
 
 upconv_cases = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3),  # N, C, O
-                         st.integers(1, 6), st.integers(1, 6), st.booleans(), seeds)  # H, W
+                         st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 5]),  # H, W, k
+                         st.booleans(), seeds)
 
 
 def upsample_then_conv_loops(x, w, b):
-    return conv2d_loops(upsample_bilinear_loops(x, 2), w, b, 1, 2)
+    return conv2d_loops(upsample_bilinear_loops(x, 2), w, b, 1, w.shape[-1] // 2)
 
 
 @pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
@@ -180,21 +181,22 @@ def test_upsample_conv2d_is_upsample_then_conv(device, monkeypatch, direct_max_k
     values and gradients, down to a 1x1 input (where all four edges meet)."""
     from minifcrn.ops import conv
     monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
-    n, c, o, h, w, with_bias, seed = case
+    n, c, o, h, w, k, with_bias, seed = case
     rng = np.random.default_rng(seed)
-    arrays = [rand(rng, n, c, h, w), rand(rng, o, c, 5, 5)] + ([rand(rng, o)] if with_bias else [])
+    arrays = [rand(rng, n, c, h, w), rand(rng, o, c, k, k)] + ([rand(rng, o)] if with_bias else [])
     np.testing.assert_allclose(run(F.upsample_conv2d, *arrays, device=device),
                                upsample_then_conv_loops(*arrays[:2], arrays[2] if with_bias else None),
                                rtol=1e-12, atol=1e-12)
     gradcheck(F.upsample_conv2d, arrays, device=device, seed=seed)
 
 
-def test_upsample_conv2d_gradients_match_the_unfused_ops(device):
+@pytest.mark.parametrize("k", [3, 5])
+def test_upsample_conv2d_gradients_match_the_unfused_ops(device, k):
     """On a plane large enough that the phases' interior, the ring and the corners all differ."""
     rng = np.random.default_rng(3)
-    x, w, b = rand(rng, 2, 6, 9, 11), rand(rng, 4, 6, 5, 5), rand(rng, 4)
+    x, w, b = rand(rng, 2, 6, 9, 11), rand(rng, 4, 6, k, k), rand(rng, 4)
     grads = []
-    for fn in (F.upsample_conv2d, lambda *t: F.conv2d(F.upsample_bilinear(t[0], 2), *t[1:], padding=2)):
+    for fn in (F.upsample_conv2d, lambda *t: F.conv2d(F.upsample_bilinear(t[0], 2), *t[1:], padding=k // 2)):
         ts = [mf.tensor(a, device=device, dtype=np.float64, requires_grad=True) for a in (x, w, b)]
         y = fn(*ts)
         (y * mf.tensor(np.cos(np.arange(y.size)).reshape(y.shape), device=device)).sum().backward()
@@ -204,7 +206,8 @@ def test_upsample_conv2d_gradients_match_the_unfused_ops(device):
 
 
 @pytest.mark.parametrize("xs, ws, match", [
-    ((1, 2, 4, 4), (3, 2, 3, 3), r"weight must be \(O, C, 5, 5\), got \(3, 2, 3, 3\)"),
+    ((1, 2, 4, 4), (3, 2, 1, 1), r"weight must be \(O, C, k, k\) with k in \(3, 5\), got \(3, 2, 1, 1\)"),
+    ((1, 2, 4, 4), (3, 2, 5, 3), r"weight must be \(O, C, k, k\) with k in \(3, 5\), got \(3, 2, 5, 3\)"),
     ((1, 2, 4, 4), (3, 4, 5, 5), "input has 2 channels but weight expects 4"),
     ((2, 4, 4), (3, 2, 5, 5), "input must be 4-D"),
 ])
