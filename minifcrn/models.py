@@ -87,11 +87,12 @@ class FCRN(nn.Module):
             else:
                 self.layers.append((f"up{index + 1}", nn.UpsampleBilinear(2)))
         self.divisor = 2 ** pools
-        # An x2 up-sampling and the 'same' convolution after it run as one op (the same function;
-        # ops/upsample_conv.py) unless asked for alone: at 5x5 (16 taps an output instead of 25),
-        # and at 3x3 where the convolution at most halves the channels (FCRN-A's conv6 and conv7:
-        # 0.5-0.9x the time, forward and backward, batch 8 of 96x96 and 1024x1024; its conv5,
-        # 512 -> 128, ran 1.3-1.9x slower in training, 2026-12-03).
+        # On the CPU an x2 up-sampling and the 'same' convolution after it run as one op (the same
+        # function; ops/upsample_conv.py) unless asked for alone: at 5x5 (16 taps an output instead
+        # of 25), and at 3x3 where the convolution at most halves the channels (FCRN-A's conv6 and
+        # conv7: 0.5-0.9x the time, forward and backward, batch 8 of 96x96 and 1024x1024; its
+        # conv5, 512 -> 128, ran 1.3-1.9x slower in training, 2026-12-03).  On a GPU the layers
+        # run one by one until the fused op is measured there (it runs and is tested there).
         self.fused = {up for (up, layer), (_, conv) in zip(self.layers, self.layers[1:])
                       if isinstance(layer, nn.UpsampleBilinear) and layer.scale_factor == 2 and _fusable(conv)}
 
@@ -114,7 +115,7 @@ class FCRN(nn.Module):
         y = F.pad2d(x, 0, ph, 0, pw) if ph or pw else x
         layers = iter(self.layers)
         for name, layer in layers:
-            if name in self.fused and name != upto:
+            if name in self.fused and name != upto and y.device == "cpu":
                 name, conv = next(layers)
                 y = F.upsample_conv2d(y, conv.weight, conv.bias)
             else:
