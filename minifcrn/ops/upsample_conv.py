@@ -7,32 +7,32 @@ computed from x without building up(x).
 
 Phases.  Along one axis up(x)[2i] = x[i-1]/4 + 3x[i]/4 and up(x)[2i+1] = 3x[i]/4 + x[i+1]/4
 (borders clamp, as in ``upsample.py``).  So output row 2i + a (phase a = 0, 1) reads, through
-the kernel's k rows, only q = r + 2 rows of x, i + a + d for d = lo .. lo + q - 1 (lo = -2 at
-5x5, -1 at 3x3), with weights B_a (k x q, ``_phase_weights``).  In 2-D phase (a, b) is a q x q
-convolution of x with
+the kernel's k rows, only q = r + 2 rows of x, with weights B_a (k x q, ``_phase_weights``).
+In 2-D phase (a, b) is a q x q convolution of x with
 
     K_ab = B_a^T w B_b                                   (per output and input channel)
 
 (5x5: 16 taps per output instead of 25; 3x3: 9 as before, in products four times as wide).
-The four phases are one 'valid' convolution, 4O output maps, of x extended by e = r pixels on
-each side, phase (a, b) read off its output shifted by (a, b) at 5x5 (not shifted at 3x3):
+The four phases are one convolution of x zero-padded by r, 4O output maps, phase (a, b) read
+off its output shifted by (a, b) at 5x5 (not shifted at 3x3):
 
-    z = conv2d(E(x), K),    y[:, :, 2i+a, 2j+b] = z[:, (a, b), i + s_a, j + s_b] + b
+    z = conv2d(x, K, padding=r),    y[:, :, 2i+a, 2j+b] = z[:, (a, b), i + s_a, j + s_b] + b
 
-The extension.  E(x) = [x[0], x ..., x[-1]] at 3x3 and [-3x[0], x[0], x ..., x[-1], -3x[-1]] at
-5x5, along each axis.  Interpolating it by the formulas above gives up(x) inside (and 0 two
-pixels out), but x[0] (x[-1]) one pixel out, where the convolution's zero padding should be.
-So the ring one pixel out (rows -1 and 2H, columns -1 and 2W; call it v) is subtracted from the
-r output lines next to it: at the top, for 5x5,
+The border.  Those formulas applied to the zero-padded x give x[0]/4 one pixel out, where the
+convolution's padding should be 0, and 3x[0]/4 on the first line, where up(x) clamps to x[0]:
+an error of -x[0]/4 and +x[0]/4 on two lines along each edge (x's first line interpolated
+along the edge), and likewise at the far edges.  Its convolution reaches the r + 1 output lines
+next to the edge, and is added there as 1-D k-tap convolutions along the edge (``_edges``):
+at the top, for 5x5, with w[t] the kernel's row t,
 
-    y[:, :, 0] -= v_top * w[:, :, 1],    y[:, :, 1] -= v_top * w[:, :, 0]
+    y[0] += (w[2] - w[1]) * v / 4,   y[1] += (w[1] - w[0]) * v / 4,   y[2] += w[0] * v / 4
 
-(1-D k-tap convolutions along the edge; v_top is x's first row extended and interpolated) and
-likewise at the other three edges (the ring's corners belong to the top and bottom rows).
+(In 2-D the corners come right when the top and bottom lines are interpolated as the padded
+map is and the left and right ones as up(x) is.)
 
 Backward is each step's transpose: ``conv2d_backward`` for the convolutions, the adjoints of
-E, of the interpolation and of the kernel mixing.  x, w and K are saved.  Everything is
-array code on top of ``conv2d_forward``/``conv2d_backward``, so the CPU and the GPU share it.
+the interpolation and of the kernel mixing.  x, w and K are saved.  Everything is array code
+on top of ``conv2d_forward``/``conv2d_backward``, so the CPU and the GPU share it.
 """
 from __future__ import annotations
 
@@ -43,15 +43,16 @@ import numpy as np
 from minifcrn.autograd import Function
 from minifcrn.backend import get_array_module
 from minifcrn.ops.conv import check_conv2d_args, conv2d_backward, conv2d_forward
+from minifcrn.ops.upsample import upsample_bilinear_backward, upsample_bilinear_forward
 
 KERNELS = (3, 5)
 
 
 @lru_cache(maxsize=None)
 def _phase_weights(k):
-    """(B, shifts): B (2, k, q), B[a, t, i] the weight of x row i_out + shifts[a] - r + i (E(x) row
-    i_out + shifts[a] + i) in up(x) row 2 i_out + a + t - r, which kernel row t reads for output
-    row 2 i_out + a."""
+    """(B, shifts): B (2, k, q), B[a, t, i] the weight of x row i_out + shifts[a] - r + i (row
+    i_out + shifts[a] + i of x zero-padded by r) in up(x) row 2 i_out + a + t - r, which kernel
+    row t reads for output row 2 i_out + a."""
     r = k // 2
     rows = {}  # (a, t) -> [(d, weight)]: x row i_out + d
     for a in range(2):
@@ -103,42 +104,6 @@ def phase_kernels_adjoint(gk, w_shape):
     return xp.ascontiguousarray(gwt.T).reshape(w_shape)
 
 
-def extend(x, axes, r):
-    """E along each of ``axes``: r pixels each side, [x[0], x ..., x[-1]] (r = 1) or
-    [-3x[0], x[0], x ..., x[-1], -3x[-1]] (r = 2)."""
-    xp = get_array_module(x)
-    shape = list(x.shape)
-    for axis in axes:
-        shape[axis] += 2 * r
-    e = xp.empty(shape, dtype=x.dtype)
-    e[tuple(slice(r, -r) if axis in axes else slice(None) for axis in range(x.ndim))] = x
-    for n, axis in enumerate(axes):  # each pass fills its border from the lines filled before it
-        inside = tuple(slice(r, -r) if later in axes[n + 1:] else slice(None) for later in range(x.ndim))
-        m = xp.moveaxis(e[inside], axis, 0)  # a view
-        m[r - 1] = m[r]
-        m[-r] = m[-r - 1]
-        if r == 2:
-            xp.multiply(m[2], -3, out=m[0])
-            xp.multiply(m[-3], -3, out=m[-1])
-    return e
-
-
-def _fold(g, axis, r):
-    """E's adjoint along one axis: the border lines added back onto the first and last."""
-    def line(i):
-        return tuple(i if a == axis else slice(None) for a in range(g.ndim))
-    out = g[line(slice(r, -r))].copy()
-    out[line(0)] += g[line(r - 1)] - 3 * g[line(0)] if r == 2 else g[line(0)]
-    out[line(-1)] += g[line(-r)] - 3 * g[line(-1)] if r == 2 else g[line(-1)]
-    return out
-
-
-def extend_adjoint(g, axes, r):
-    for axis in reversed(axes):
-        g = _fold(g, axis, r)
-    return g
-
-
 def _interpolation_slots(r, length):
     """For v[s::2], s = 0, 1: (s, start, count, (w0, w1)), v[s::2] = w0 e[start:][:count] + w1 e[start + 1:][:count]."""
     for s in range(2):
@@ -168,32 +133,59 @@ def interpolate_adjoint(g, r):
     return e
 
 
-def _edges(k):
-    """The ring one pixel out of up(x), edge by edge: (x's axis and index of the line it comes
-    from, [(kernel line, output line)] it reaches, whether it keeps the corners)."""
+def _edges(k, rows, cols):
+    """What the zero padding gets wrong, edge by edge, for an output of rows x cols: x's axis and
+    index of the edge line, and [(output line, [(kernel line, weight)])] it corrects.
+
+    Up-sampling the zero-padded x gives x[0]/4 one pixel out (0 is right) and 3x[0]/4 on the
+    first line (x[0] is right): the error is -1/4 and +1/4 of a line of x, interpolated along
+    the edge, on lines -1 and 0 (and +1/4, -1/4 on lines L-1 and L at the far edge).  Output
+    line j reads line d through kernel line d - j + r."""
     r = k // 2
-    near = [(r - 1 - j, j) for j in range(r)]  # output line j reads the ring through kernel line r-1-j
-    far = [(r + 1 + j, -1 - j) for j in range(r)]
-    return ((2, 0, near, True), (2, -1, far, True), (3, 0, near, False), (3, -1, far, False))
+
+    def lines(length):
+        near, far = [], []
+        for j in range(min(r + 1, length)):
+            near.append((j, [(d - j + r, c) for d, c in ((-1, -0.25), (0, 0.25)) if 0 <= d - j + r < k]))
+            far.append((-1 - j, [(j + r + d, c) for d, c in ((0, 0.25), (1, -0.25)) if j + r + d < k]))
+        return near, far
+
+    (top, bottom), (left, right) = lines(rows), lines(cols)
+    return (2, 0, top), (2, -1, bottom), (3, 0, left), (3, -1, right)
 
 
 def _take(a, axis, index):
     return a[:, :, index] if axis == 2 else a[:, :, :, index]
 
 
-def _ring(x, axis, index, corners, r):
-    """The ring's edge as a (N, C, 1, 2L + 2r) row: x's edge line extended and interpolated."""
-    v = interpolate(extend(_take(x, axis, index), (2,), r), r)
-    if not corners:  # the corners are counted once, with the top and bottom rows
-        v[..., r - 1] = 0
-        v[..., -r] = 0
+def _edge_line(x, axis, index, r):
+    """The edge's line of x, x2-interpolated along the edge, as a (N, C, 1, 2L + 2r) row with the
+    convolution's reach on each side: along the top and bottom rows as the zero-padded map is
+    (x[0]/4 one pixel out), along the left and right columns as up(x) is (zero outside)."""
+    xp = get_array_module(x)
+    line = _take(x, axis, index)
+    if axis == 2:
+        v = interpolate(xp.pad(line, ((0, 0), (0, 0), (r, r))), r)
+    else:
+        v = xp.pad(upsample_bilinear_forward(line[..., None], 2)[..., 0], ((0, 0), (0, 0), (r, r)))
     return v[:, :, None, :]
 
 
+def _edge_line_adjoint(g, x_shape, axis, r):
+    xp = get_array_module(g)
+    if axis == 2:
+        return interpolate_adjoint(g, r)[..., r:-r]
+    n, c, h, _ = x_shape
+    gu = xp.zeros((n, c, 2 * h, 2), dtype=g.dtype)
+    gu[..., 0] = g[..., r:-r]
+    return upsample_bilinear_backward(gu, 2, (n, c, h, 1))[..., 0]
+
+
 def _edge_kernel(w, axis, lines):
-    """The 1-D kernels (len(lines) * O, C, 1, k) that carry an edge of the ring to its output lines."""
+    """The 1-D kernels (len(lines) * O, C, 1, k) that carry an edge's error to its output lines."""
     xp = get_array_module(w)
-    return xp.concatenate([_take(w, axis, line)[:, :, None, :] for line, _ in lines], axis=0)
+    return xp.concatenate([sum(weight * _take(w, axis, t) for t, weight in terms)[:, :, None, :]
+                           for _, terms in lines], axis=0)
 
 
 def check_upsample_conv2d_args(x, w, b):
@@ -218,46 +210,41 @@ def upsample_conv2d_forward(x, w, b, k):
     n, _, h, wd = x.shape
     o, _, size, _ = w.shape
     r = size // 2
-    z = conv2d_forward(extend(x, (2, 3), r), k, None, 1, 0)
+    z = conv2d_forward(x, k, None, 1, r)
     y = xp.empty((n, o, 2 * h, 2 * wd), dtype=x.dtype)
     for block, zr, zc, yr, yc in _phases(o, _phase_weights(size)[1], h, wd):
         if b is None:
             y[:, :, yr, yc] = z[:, block, zr, zc]
         else:
             xp.add(z[:, block, zr, zc], b.reshape(1, o, 1, 1), out=y[:, :, yr, yc])
-    for axis, index, lines, corners in _edges(size):
-        out = conv2d_forward(_ring(x, axis, index, corners, r), _edge_kernel(w, axis, lines), None, 1, 0)
-        for j, (_, line) in enumerate(lines):
-            _take(y, axis, line)[...] -= out[:, j * o:(j + 1) * o, 0]
+    for axis, index, lines in _edges(size, 2 * h, 2 * wd):
+        out = conv2d_forward(_edge_line(x, axis, index, r), _edge_kernel(w, axis, lines), None, 1, 0)
+        for j, (line, _) in enumerate(lines):
+            _take(y, axis, line)[...] += out[:, j * o:(j + 1) * o, 0]
     return y
 
 
 def upsample_conv2d_backward(x, w, k, gy, need_x, need_w):
     """(gx, gw); k = phase_kernels(w), kept from the forward pass."""
     xp = get_array_module(x)
-    _, _, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, _, size, _ = w.shape
     r = size // 2
-    e = extend(x, (2, 3), r)
-    gz = xp.zeros((x.shape[0], 4 * o, e.shape[2] - k.shape[2] + 1, e.shape[3] - k.shape[3] + 1), dtype=x.dtype)
+    gz = xp.zeros((n, 4 * o, h + 2 * r - k.shape[2] + 1, wd + 2 * r - k.shape[3] + 1), dtype=x.dtype)
     for block, zr, zc, yr, yc in _phases(o, _phase_weights(size)[1], h, wd):
         gz[:, block, zr, zc] = gy[:, :, yr, yc]
-    ge, gk = conv2d_backward(e, k, gz, 1, 0, need_x, need_w)
-    gx = extend_adjoint(ge, (2, 3), r) if need_x else None
+    gx, gk = conv2d_backward(x, k, gz, 1, r, need_x, need_w)
     gw = phase_kernels_adjoint(gk, w.shape) if need_w else None
-    for axis, index, lines, corners in _edges(size):
-        g_out = -xp.concatenate([_take(gy, axis, line)[:, :, None] for _, line in lines], axis=1)
-        g_ring, g_kernel = conv2d_backward(_ring(x, axis, index, corners, r), _edge_kernel(w, axis, lines),
+    for axis, index, lines in _edges(size, 2 * h, 2 * wd):
+        g_out = xp.concatenate([_take(gy, axis, line)[:, :, None] for line, _ in lines], axis=1)
+        g_line, g_kernel = conv2d_backward(_edge_line(x, axis, index, r), _edge_kernel(w, axis, lines),
                                            xp.ascontiguousarray(g_out), 1, 0, need_x, need_w)
         if need_w:
-            for j, (line, _) in enumerate(lines):
-                _take(gw, axis, line)[...] += g_kernel[j * o:(j + 1) * o, :, 0]
+            for j, (_, terms) in enumerate(lines):
+                for t, weight in terms:
+                    _take(gw, axis, t)[...] += weight * g_kernel[j * o:(j + 1) * o, :, 0]
         if need_x:
-            g_ring = g_ring[:, :, 0]
-            if not corners:
-                g_ring[..., r - 1] = 0
-                g_ring[..., -r] = 0
-            _take(gx, axis, index)[...] += extend_adjoint(interpolate_adjoint(g_ring, r), (2,), r)
+            _take(gx, axis, index)[...] += _edge_line_adjoint(g_line[:, :, 0], x.shape, axis, r)
     return gx, gw
 
 
