@@ -453,9 +453,9 @@ def cmd_report(args):
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
         "figure per cell, no std",
         *([] if any(r["model"] == "fcrn-b" for r in runs.values()) else [
-            "FCRN-B: not run yet. Its training step is about 7x FCRN-A's on this 2-core CPU (3.6 s against 0.48 s "
-            "at batch 8 of 96x96, 2026-12-01), about 80 minutes a run and 30 hours for its 20 (N, draw) pairs; "
-            "it waits for a task with a GPU (`--device cuda`)"])],
+            "FCRN-B: not run yet. Its training step is about 6-7x FCRN-A's on this 2-core CPU (3.2-3.9 s against "
+            "0.52-0.56 s at batch 8 of 96x96, 2026-12-03, with the fused up-sampling convolutions), about 70 minutes "
+            "a run and 23 hours for its 20 (N, draw) pairs; the bulk waits for a task with a GPU (`--device cuda`)"])],
         table_markdown(runs, ensembles=stored_ensembles()))
 
 
