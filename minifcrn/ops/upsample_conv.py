@@ -105,7 +105,8 @@ def phase_kernels_adjoint(gk, w_shape):
 
 
 def _interpolation_slots(r, length):
-    """For v[s::2], s = 0, 1: (s, start, count, (w0, w1)), v[s::2] = w0 e[start:][:count] + w1 e[start + 1:][:count]."""
+    """(s, start, count, (w0, w1)) for s = 0, 1:
+    v[s::2] = w0 e[start:start + count] + w1 e[start + 1:start + 1 + count]."""
     for s in range(2):
         p = s - r  # the first position in this slot
         i, odd = p // 2, p % 2
