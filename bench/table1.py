@@ -105,33 +105,27 @@ def stored_runs(path=RUNS) -> dict:
     return runs
 
 
-def flip8_density(model, plane, device="cpu"):
-    """The density of ``plane`` averaged over its 8 flips and transposes (each mapped back)."""
-    from minifcrn.train import predict_density
+def view_counts(model, samples, device="cpu", flips=False):
+    """Each sample's predicted count (the density's integral): an (images, views) array whose first
+    column is the image as it is and, with ``flips``, the other 7 its flips and transposes. A count
+    is a sum, so the count of the flip-averaged density is the row's mean."""
+    import numpy as np
 
-    total = 0.0
-    for transpose in (False, True):
-        base = plane.T if transpose else plane
-        for flip_rows in (False, True):
-            for flip_cols in (False, True):
-                view = base[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
-                d = predict_density(model, view.copy(), device)[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
-                total = total + (d.T if transpose else d)
-    return total / 8
-
-
-def predicted_counts(model, samples, device="cpu", flips=False):
-    """The predicted count of each sample (the density's integral)."""
     from minifcrn.data.images import standardize
     from minifcrn.train import predict_density
 
-    predict = flip8_density if flips else predict_density
-    return [float(predict(model, standardize(s.image, s.name), device).sum() / model.density_scale) for s in samples]
+    views = [(t, r, c) for t in (False, True) for r in (1, -1) for c in (1, -1)][:8 if flips else 1]
+    counts = []
+    for s in samples:
+        plane = standardize(s.image, s.name)
+        counts.append([float(predict_density(model, (plane.T if t else plane)[::r, ::c].copy(), device).sum())
+                       for t, r, c in views])
+    return np.array(counts) / model.density_scale
 
 
-def count_errors(model, samples, device="cpu", flips=False):
+def count_errors(model, samples, device="cpu"):
     """Predicted minus true count for each sample."""
-    return [c - s.count for c, s in zip(predicted_counts(model, samples, device, flips), samples)]
+    return [c - s.count for c, s in zip(view_counts(model, samples, device)[:, 0], samples)]
 
 
 def patch_phase_model(folder, start="best"):
@@ -180,8 +174,8 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
                  resume=True, progress=progress)
     best = load_model(str(folder / variant / "best.npz"), device)
     tests = load_samples(data, names=set(protocol.vgg_test_names(protocol.TEST if test is None else test)))
-    counts = predicted_counts(best, tests, device)
-    errors = [c - t.count for c, t in zip(counts, tests)]
+    views = view_counts(best, tests, device, flips)
+    errors = [c - t.count for c, t in zip(views[:, 0], tests)]
     history = first["history"] + second["history"]
     # train_s: the epochs' own time, the recipe's cost; wall_s: this sitting's, with testing (and
     # without a patch phase that an earlier run or sitting of the same draw already did)
@@ -195,12 +189,10 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
                                                     "finetune_milestones": cfg.finetune_milestones}},
            "machine": common.cpu_model(), "date": common.now_iso(), "commit": commit}
     # per test image: [true count, predicted, predicted with flips], so ensembles need no inference
-    row["test_counts"] = {t.name: [t.count, round(c, 4)] for t, c in zip(tests, counts)}
+    columns = (views[:, 0], views.mean(1)) if flips else (views[:, 0],)
+    row["test_counts"] = {t.name: [t.count, *(round(float(c[i]), 4) for c in columns)] for i, t in enumerate(tests)}
     if flips:
-        flip_counts = predicted_counts(best, tests, device, flips=True)
-        row["test_mae_flip8"] = float(np.mean([abs(c - t.count) for c, t in zip(flip_counts, tests)]))
-        for t, c in zip(tests, flip_counts):
-            row["test_counts"][t.name].append(round(c, 4))
+        row["test_mae_flip8"] = float(np.mean([abs(c - t.count) for c, t in zip(columns[1], tests)]))
     with open(runs_path, "a") as f:  # one line, appended whole: a killed run leaves no half row
         f.write(json.dumps(row) + "\n")
     return row
@@ -221,9 +213,10 @@ def ensemble_run(model, variant, n, draws=range(5), data=VGG, work=None, test=No
     members = []
     for draw, path in zip(draws, paths):
         net = load_model(str(path), device)
-        counts = [predicted_counts(net, tests, device, flips=f) for f in ((False, True) if flips else (False,))]
+        views = view_counts(net, tests, device, flips)
+        columns = (views[:, 0], views.mean(1)) if flips else (views[:, 0],)
         members.append({"model": model, "variant": variant, "N": n, "draw": draw,
-                        "test_counts": {t.name: [t.count, *c] for t, *c in zip(tests, *counts)}})
+                        "test_counts": {t.name: [t.count, *(c[i] for c in columns)] for i, t in enumerate(tests)}})
     return {**ensemble_of_rows(members), "device": device}
 
 

@@ -182,3 +182,25 @@ def test_ensemble_counts_are_the_members_mean_and_reach_the_table(table1, tiny_v
     assert ensembles == {("fcrn-a", "paper, ensemble of 2 draws", 8): row["test_mae"]}
     table = table1.table_markdown({}, ensembles=ensembles)
     assert f"| FCRN-A ours, paper, ensemble of 2 draws | {row['test_mae']:.2f} |  |  |  |" in table
+
+
+def test_flip_counts_cover_the_eight_flips_and_transposes_untouched_first(table1):
+    from types import SimpleNamespace
+
+    from minifcrn.data.images import standardize
+    from minifcrn.models import FCRN_A
+    from minifcrn.train import predict_density
+
+    rng = np.random.default_rng(2)  # a seed whose 8 views' counts differ by > 1%
+    image = rng.random((24, 40)).astype(np.float32)  # not square: the transposes change the shape
+    net = FCRN_A(rng=np.random.default_rng(1)).eval()
+    views = table1.view_counts(net, [SimpleNamespace(image=image, name="x", count=0)], flips=True)
+    plane = standardize(image, "x")
+    dihedral = [np.rot90(p, k) for p in (plane, plane[:, ::-1]) for k in range(4)]
+    expected = [predict_density(net, v.copy()).sum() / net.density_scale for v in dihedral]
+    assert views.shape == (1, 8)
+    assert views[0, 0] == pytest.approx(expected[0], rel=1e-5)
+    np.testing.assert_allclose(np.sort(views[0]), np.sort(expected), rtol=1e-5)
+    assert np.diff(np.sort(expected)).min() > 1e-3 * max(expected)  # so the check above would see a repeated view
+    np.testing.assert_allclose(table1.view_counts(net, [SimpleNamespace(image=image, name="x", count=0)]),
+                               views[:, :1])
