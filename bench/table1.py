@@ -421,7 +421,12 @@ def cmd_report(args):
         sys.exit(f"no runs in {RUNS}; run: python bench/table1.py train")
     import numpy as np
 
-    trains = {v: [r["train_s"] for r in runs.values() if r["variant"] == v] for v in VARIANTS}
+    from minifcrn import protocol
+
+    trains = {(m, v): [r["train_s"] for r in runs.values() if (r["model"], r["variant"]) == (m, v)]
+              for m in PAPER for v in VARIANTS}
+    b_runs = sum(r["model"] == "fcrn-b" and r["variant"] == "paper" for r in runs.values())
+    seen = {n: len(set().union(*(protocol.vgg_split(n, d, protocol.POOL)[0] for d in range(5)))) for n in (8, 16, 32, 64)}
     machines = sorted({f"{r['machine']} ({r['device']})" for r in runs.values()})
     common.publish("table1", "Table 1: MAE on VGG images 101-200 (mean +/- std over the draws)", [
         f"Machine: {'; '.join(machines)}; runs dated {min(r['date'] for r in runs.values())[:10]} to "
@@ -435,8 +440,8 @@ def cmd_report(args):
         f"epochs (lr {VARIANTS['paper']['finetune_lr']}); median training time per run (both phases, "
         "the epochs' own seconds; the slow ends of the ranges are runs that shared the 2 cores with other "
         "work, which does not change their MAEs): "
-        + ", ".join(f"{v} {np.median(t) / 60:.1f} min ({min(t) / 60:.1f}-{max(t) / 60:.1f}) over {len(t)} runs"
-                    for v, t in trains.items() if t),
+        + ", ".join(f"{m.upper()} {v} {np.median(t) / 60:.1f} min ({min(t) / 60:.1f}-{max(t) / 60:.1f}) over "
+                    f"{len(t)} runs" for (m, v), t in trains.items() if t),
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`count-last` = `count`, fine-tuned from the patch phase's last epoch rather than its best-validation one; "
         "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; `count-last-cut-x2` = the same "
@@ -444,11 +449,13 @@ def cmd_report(args):
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
-        "figure per cell, no std",
-        *([] if any(r["model"] == "fcrn-b" for r in runs.values()) else [
-            "FCRN-B: not run yet. Its training step is about 6-7x FCRN-A's on this 2-core CPU (3.2-3.9 s against "
-            "0.52-0.56 s at batch 8 of 96x96, 2026-12-03, with the fused up-sampling convolutions), about 70 minutes "
-            "a run and 23 hours for its 20 (N, draw) pairs; the bulk waits for a task with a GPU (`--device cuda`)"])],
+        "figure per cell, no std. The five draws train on different images, so an ensemble is not an N-image "
+        "result: its members saw " + ", ".join(f"{k} (N={n})" for n, k in seen.items()) + " distinct training "
+        "images of the 100 (and never a test image); it shows what averaging networks gains, not what N images give",
+        f"FCRN-B: {b_runs} of its 20 `paper` runs (4 N x 5 draws) stored so far. Its training step is about 6-7x "
+        "FCRN-A's on this 2-core CPU (3.2-3.9 s against 0.52-0.56 s at batch 8 of 96x96, 2026-12-03, with the fused "
+        "up-sampling convolutions), about 75 minutes a run with testing; the rest waits for more sittings or a "
+        "task with a GPU (`--device cuda`)"],
         table_markdown(runs, ensembles=stored_ensembles()))
 
 
