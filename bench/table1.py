@@ -37,6 +37,8 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
   halfway through its epochs: at batch 1 and lr 0.003 the whole-image
   validation MAE still swings (3 to 13 at N=64) from epoch to epoch.
 * ``count-last-cut-x2``: ``count-last-cut`` with twice the whole-image steps.
+* ``p3-count-last-cut``: ``count-last-cut`` after three times the patch steps
+  (the rate cut at the same fraction), trained in its own ``patches-x3``.
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
 at test time (``test_mae_flip8``), reported as its own row.
 
@@ -81,6 +83,8 @@ VARIANTS = {
     "count-last": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last"},
     "count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5},
     "count-last-cut-x2": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "steps": 2},
+    "p3-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5,
+                          "patch_steps": 3},
 }
 PAPER = {"fcrn-a": {8: (3.9, 0.5), 16: (3.4, 0.2), 32: (2.9, 0.2), 64: (2.9, 0.2)},
          "fcrn-b": {8: (4.1, 0.5), 16: (3.7, 0.3), 32: (3.3, 0.2), 64: (3.2, 0.2)}}
@@ -153,7 +157,10 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     from minifcrn.data.samples import load_samples
     from minifcrn.train import TrainConfig, fit
 
+    whole = dict(VARIANTS[variant])
+    times = whole.pop("patch_steps", 1)  # a longer patch phase, in its own folder
     patches = dict(PATCHES if patches is None else patches)
+    patches.update(epochs=patches["epochs"] * times, milestones=[m * times for m in patches["milestones"]])
     train_names, val_names = protocol.vgg_split(n, draw, protocol.POOL if pool is None else pool)
     samples = {s.name: s for s in load_samples(data, names=set(train_names) | set(val_names))}
     missing = sorted((set(train_names) | set(val_names)) - set(samples))
@@ -163,14 +170,14 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     seed, commit = run_seed(n, draw), common.git_commit()  # the code this run starts with
     folder = Path(work or common.RUNS_DIR / "table1-work") / f"{model}-n{n}-d{draw}"  # the variants share
     t0 = time.perf_counter()                                                           # their patch phase
-    first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), folder / "patches",
+    patch_folder = folder / ("patches" if times == 1 else f"patches-x{times}")
+    first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), patch_folder,
                 resume=True, progress=progress)
-    whole = dict(VARIANTS[variant])
     start, cut = whole.pop("start", "best"), whole.pop("cut", None)
     epochs = math.ceil(whole_steps * whole.pop("steps", 1) / n)
     cfg = TrainConfig(arch=model, seed=seed + 1, device=device, epochs=0, finetune_epochs=epochs,
                       finetune_milestones=[max(1, int(epochs * cut))] if cut else [], **whole)
-    second = fit(train, val, cfg, folder / variant, model=patch_phase_model(folder / "patches", start),
+    second = fit(train, val, cfg, folder / variant, model=patch_phase_model(patch_folder, start),
                  resume=True, progress=progress)
     best = load_model(str(folder / variant / "best.npz"), device)
     tests = load_samples(data, names=set(protocol.vgg_test_names(protocol.TEST if test is None else test)))
@@ -445,7 +452,8 @@ def cmd_report(args):
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`count-last` = `count`, fine-tuned from the patch phase's last epoch rather than its best-validation one; "
         "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; `count-last-cut-x2` = the same "
-        "with twice the whole-image steps; "
+        "with twice the whole-image steps; `p3-count-last-cut` = `count-last-cut` after three times the patch steps "
+        f"({3 * PATCHES['epochs']} x {PATCHES['steps_per_epoch']}, the cut at epoch {3 * PATCHES['milestones'][0]}); "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "

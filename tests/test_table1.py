@@ -92,6 +92,13 @@ def test_variants_share_the_patch_phase(table1, tiny_vgg, tmp_path):
     assert (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text() == log  # not trained again
     assert {first["variant"], second["variant"]} == {"paper", "count"}
     assert set(table1.stored_runs(runs)) == {"fcrn-a-paper-n2-d1", "fcrn-a-count-n2-d1"}
+    longer = table1.train_run("fcrn-a", "p3-count-last-cut", 2, 1, data=tiny_vgg, work=tmp_path, runs_path=runs,
+                              **TINY)  # its own, longer patch phase
+    assert (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text() == log
+    epochs = (tmp_path / "fcrn-a-n2-d1" / "patches-x3" / "log.csv").read_text().splitlines()[1:]
+    assert len(epochs) == 3 * TINY["patches"]["epochs"]
+    assert [float(e.split(",")[2]) for e in epochs] == [0.01] * 3 + [0.001] * 3  # the cut at 3 x milestone 1
+    assert longer["recipe"]["patches"]["epochs"] == 6 and longer["epochs"] == 6 + first["epochs"] - 2
 
 
 def test_count_last_fine_tunes_from_the_patch_phase_s_last_epoch(table1, tiny_vgg, tmp_path, monkeypatch):
