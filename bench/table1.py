@@ -127,6 +127,12 @@ def view_counts(model, samples, device="cpu", flips=False):
     return np.array(counts) / model.density_scale
 
 
+def per_image_counts(samples, views):
+    """{name: [true count, predicted, and the flip-averaged prediction if ``views`` has the 8]}."""
+    columns = (views[:, 0], views.mean(1)) if views.shape[1] == 8 else (views[:, 0],)
+    return {s.name: [s.count, *(float(c[i]) for c in columns)] for i, s in enumerate(samples)}
+
+
 def count_errors(model, samples, device="cpu"):
     """Predicted minus true count for each sample."""
     return [c - s.count for c, s in zip(view_counts(model, samples, device)[:, 0], samples)]
@@ -196,10 +202,9 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
                                                     "finetune_milestones": cfg.finetune_milestones}},
            "machine": common.cpu_model(), "date": common.now_iso(), "commit": commit}
     # per test image: [true count, predicted, predicted with flips], so ensembles need no inference
-    columns = (views[:, 0], views.mean(1)) if flips else (views[:, 0],)
-    row["test_counts"] = {t.name: [t.count, *(round(float(c[i]), 4) for c in columns)] for i, t in enumerate(tests)}
+    row["test_counts"] = {k: [v[0], *(round(c, 4) for c in v[1:])] for k, v in per_image_counts(tests, views).items()}
     if flips:
-        row["test_mae_flip8"] = float(np.mean([abs(c - t.count) for c, t in zip(columns[1], tests)]))
+        row["test_mae_flip8"] = float(np.mean([abs(c - t.count) for c, t in zip(views.mean(1), tests)]))
     with open(runs_path, "a") as f:  # one line, appended whole: a killed run leaves no half row
         f.write(json.dumps(row) + "\n")
     return row
@@ -220,10 +225,8 @@ def ensemble_run(model, variant, n, draws=range(5), data=VGG, work=None, test=No
     members = []
     for draw, path in zip(draws, paths):
         net = load_model(str(path), device)
-        views = view_counts(net, tests, device, flips)
-        columns = (views[:, 0], views.mean(1)) if flips else (views[:, 0],)
         members.append({"model": model, "variant": variant, "N": n, "draw": draw,
-                        "test_counts": {t.name: [t.count, *(c[i] for c in columns)] for i, t in enumerate(tests)}})
+                        "test_counts": per_image_counts(tests, view_counts(net, tests, device, flips))})
     return {**ensemble_of_rows(members), "device": device}
 
 
@@ -433,7 +436,8 @@ def cmd_report(args):
     trains = {(m, v): [r["train_s"] for r in runs.values() if (r["model"], r["variant"]) == (m, v)]
               for m in PAPER for v in VARIANTS}
     b_runs = sum(r["model"] == "fcrn-b" and r["variant"] == "paper" for r in runs.values())
-    seen = {n: len(set().union(*(protocol.vgg_split(n, d, protocol.POOL)[0] for d in range(5)))) for n in (8, 16, 32, 64)}
+    seen = {n: len(set().union(*(protocol.vgg_split(n, d, protocol.POOL)[0] for d in range(5))))
+            for n in (8, 16, 32, 64)}  # distinct training images of the five draws
     machines = sorted({f"{r['machine']} ({r['device']})" for r in runs.values()})
     common.publish("table1", "Table 1: MAE on VGG images 101-200 (mean +/- std over the draws)", [
         f"Machine: {'; '.join(machines)}; runs dated {min(r['date'] for r in runs.values())[:10]} to "
