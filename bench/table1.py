@@ -83,6 +83,8 @@ VARIANTS = {
     "count-last": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last"},
     "count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5},
     "count-last-cut-x2": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "steps": 2},
+    "win16-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "count_window": 16, "start": "last", "cut": 0.5},
+    "jit-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "jitter": 0.2},
     "p3-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5,
                           "patch_steps": 3},
 }
@@ -164,9 +166,11 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     from minifcrn.train import TrainConfig, fit
 
     whole = dict(VARIANTS[variant])
-    times = whole.pop("patch_steps", 1)  # a longer patch phase, in its own folder
+    times = whole.pop("patch_steps", 1)  # a longer patch phase, or one with jitter: in its own folder
     patches = dict(PATCHES if patches is None else patches)
     patches.update(epochs=patches["epochs"] * times, milestones=[m * times for m in patches["milestones"]])
+    if whole.get("jitter"):
+        patches["jitter"] = whole["jitter"]
     train_names, val_names = protocol.vgg_split(n, draw, protocol.POOL if pool is None else pool)
     samples = {s.name: s for s in load_samples(data, names=set(train_names) | set(val_names))}
     missing = sorted((set(train_names) | set(val_names)) - set(samples))
@@ -176,7 +180,8 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     seed, commit = run_seed(n, draw), common.git_commit()  # the code this run starts with
     folder = Path(work or common.RUNS_DIR / "table1-work") / f"{model}-n{n}-d{draw}"  # the variants share
     t0 = time.perf_counter()                                                           # their patch phase
-    patch_folder = folder / ("patches" if times == 1 else f"patches-x{times}")
+    patch_folder = folder / ("patches" + (f"-x{times}" if times > 1 else "")
+                             + (f"-jitter{patches['jitter']:g}" if patches.get("jitter") else ""))
     first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), patch_folder,
                 resume=True, progress=progress)
     start, cut = whole.pop("start", "best"), whole.pop("cut", None)

@@ -49,7 +49,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     loss: str = "mean"             # mse_loss reduction ("batchmean" is eq. 2 literally)
     count_weight: float = 0.0      # lambda of the count term, see training_loss (0: the paper's MSE)
+    count_window: int = 0          # the count term's k x k windows (0: whole images)
     max_angle: float = 10.0        # degrees of random rotation
+    jitter: float = 0.0            # intensity jitter j: gain e^U(-j, j), offset U(-j, j) after standardising
     finetune_epochs: int = 0       # whole-image epochs after the patch epochs
     finetune_lr: float = 0.003
     finetune_milestones: list = field(default_factory=list)  # whole-image epochs at which lr /= 10
@@ -81,27 +83,49 @@ def validation_mae(model, samples, device="cpu") -> float:
 
 
 def training_loss(pred, target, cfg: TrainConfig):
-    """MSE, plus (beyond the paper) ``count_weight`` * (mean(pred) - mean(target))^2 per image.
+    """MSE, plus (beyond the paper) ``count_weight`` * (mean(pred) - mean(target))^2 per image,
+    or, with ``count_window`` k, per k x k window (the rows and columns past the last whole
+    window are left to the MSE).
 
     The count is the density's integral, and MSE barely sees it: a background bias of
     0.005 per pixel is 3 cells on a 256x256 image but adds only 2.5e-5 to the MSE.
     The count term (the squared count error per pixel) pins that mean down while
-    hardly changing the loss of a network that already counts well.
+    hardly changing the loss of a network that already counts well.  Per window it
+    pins down local counts too, as Count-ception's counting in windows does, so
+    that a haze over the background cannot pay for cells missed in a crowd.
     """
     loss = F.mse_loss(pred, target, cfg.loss)
     if cfg.count_weight:
-        per_image = (pred - target).mean(axis=(1, 2, 3))
-        loss = loss + cfg.count_weight * (per_image * per_image).mean()
+        diff = pred - target
+        if cfg.count_window:
+            (b, c, h, w), k = diff.shape, cfg.count_window
+            rows, cols = h // k, w // k
+            diff = diff[:, :, :rows * k, :cols * k].reshape(b, c, rows, k, cols, k)
+            per_window = diff.mean(axis=(3, 5))
+        else:
+            per_window = diff.mean(axis=(1, 2, 3))
+        loss = loss + cfg.count_weight * (per_window * per_window).mean()
     return loss
+
+
+def _jittered(image, cfg, rng):
+    """The standardised image under a random gain e^u and offset v, u, v ~ U(-j, j) (beyond the
+    paper): a cell's count should not hang on its contrast, which the image's own mean and std
+    (whatever else is in the image) set.  No draw from ``rng`` when ``cfg.jitter`` is 0."""
+    if not cfg.jitter:
+        return image
+    gain, offset = np.exp(rng.uniform(-cfg.jitter, cfg.jitter)), rng.uniform(-cfg.jitter, cfg.jitter)
+    return (image * gain + offset).astype(image.dtype)
 
 
 def _patch_batch(samples, cfg, rng):
     pairs = [random_patch(samples[rng.integers(len(samples))], cfg.patch_size, rng, cfg.max_angle)
              for _ in range(cfg.batch_size)]
-    return np.stack([p for p, _ in pairs])[:, None], np.stack([t for _, t in pairs])[:, None]
+    return (np.stack([_jittered(p, cfg, rng) for p, _ in pairs])[:, None],
+            np.stack([t for _, t in pairs])[:, None])
 
 
-def _whole_image_batches(samples, rng):
+def _whole_image_batches(samples, cfg, rng):
     """Each training image once, in random order, under a random one of the 8 flips/transposes."""
     for k in rng.permutation(len(samples)):
         s = samples[k]
@@ -112,7 +136,8 @@ def _whole_image_batches(samples, rng):
             image, target = image[::-1], target[::-1]
         if rng.random() < 0.5:  # the network is fully convolutional: any shape is a batch of one
             image, target = image.T, target.T
-        yield np.ascontiguousarray(image)[None, None], np.ascontiguousarray(target)[None, None]
+        image = _jittered(np.ascontiguousarray(image), cfg, rng)
+        yield image[None, None], np.ascontiguousarray(target)[None, None]
 
 
 def _write_log(path, history):
@@ -149,10 +174,12 @@ def check_config(cfg: TrainConfig, train_samples=()):
     for name, value in rates.items():
         if not is_positive(value):
             raise InputError(f"train: {name} must be a positive number, got {value}")
-    for name in ("weight_decay", "count_weight", "max_angle"):
+    for name in ("weight_decay", "count_weight", "max_angle", "jitter"):
         value = getattr(cfg, name)
         if not is_positive(value, or_zero=True):
             raise InputError(f"train: {name} must be a finite number >= 0, got {value}")
+    if isinstance(cfg.count_window, bool) or not isinstance(cfg.count_window, int) or cfg.count_window < 0:
+        raise InputError(f"train: count_window must be a whole number >= 0, got {cfg.count_window!r}")
     if not 0 <= cfg.momentum < 1:
         raise InputError(f"train: momentum must lie in [0, 1), got {cfg.momentum}")
     if cfg.epochs:  # (generated images all have one size: the first stands for them)
@@ -187,7 +214,9 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
         arrays, meta = load_npz(ckpt_path)
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"{ckpt_path}: not a minifcrn training checkpoint; use another --out")
-        if meta["config"] != json.loads(json.dumps(asdict(cfg))):
+        # a setting added since the checkpoint was written counts as its default there
+        defaults = json.loads(json.dumps(asdict(TrainConfig())))
+        if {**defaults, **meta["config"]} != json.loads(json.dumps(asdict(cfg))):
             raise InputError(f"{ckpt_path}: was written with a different training configuration; "
                              "use the same options to resume, or another --out")
         model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
@@ -206,7 +235,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
             lr = cfg.finetune_lr * 0.1 ** sum(m <= epoch - cfg.epochs for m in cfg.finetune_milestones)
         opt.lr = lr
         batches = (_patch_batch(train_samples, cfg, rng) for _ in range(cfg.steps_per_epoch)) if patches \
-            else _whole_image_batches(train_samples, rng)
+            else _whole_image_batches(train_samples, cfg, rng)
         total = cfg.steps_per_epoch if patches else len(train_samples)
         losses = []
         bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{cfg.total_epochs}", leave=False,

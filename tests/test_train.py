@@ -57,6 +57,23 @@ def test_resume_with_other_options_is_refused(tmp_path):
         fit(train, val, TrainConfig(**{**TINY, "lr": 0.5}), tmp_path, resume=True, progress=False)
 
 
+def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
+    """A checkpoint written before a setting existed resumes when that setting is at its default,
+    and is refused when it is not."""
+    from minifcrn.io import save_npz
+    train, val = [blobs(k) for k in range(2)], [blobs(9)]
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "finetune_epochs": 1})
+    fit(train, val, cfg, tmp_path, progress=False, stop_after=1)
+    arrays, meta = load_npz(tmp_path / "checkpoint.npz")
+    del meta["config"]["count_window"]  # as written before count_window was added
+    save_npz(tmp_path / "checkpoint.npz", arrays, meta)
+    with pytest.raises(ValueError, match="different training configuration"):
+        fit(train, val, TrainConfig(**{**TINY, "epochs": 1, "finetune_epochs": 1, "count_window": 8}),
+            tmp_path, resume=True, progress=False)
+    summary = fit(train, val, cfg, tmp_path, resume=True, progress=False)
+    assert [h["phase"] for h in summary["history"]] == ["patches", "whole"]
+
+
 def test_train_cli(tmp_path, capsys):
     from PIL import Image
     data = tmp_path / "data"
@@ -88,3 +105,46 @@ def test_count_term_of_the_loss():
     per_image = np.mean(pred - target, axis=(1, 2, 3))[:, None, None, None]
     expected = 2 * (pred - target) / pred.size + 7.0 * 2 * per_image / 3 / (5 * 4)
     np.testing.assert_allclose(p.grad, expected, rtol=1e-10)
+
+
+def test_count_term_over_windows():
+    """count_window k takes the count term over k x k windows (rows and columns past the last
+    whole window are left out), and its gradient is that of the explicit sum."""
+    from minifcrn.train import training_loss
+    rng = np.random.default_rng(1)
+    pred, target = rng.random((2, 1, 7, 9)), rng.random((2, 1, 7, 9))
+    diff = pred - target
+    windows = [diff[b, 0, i:i + 3, j:j + 3].mean() for b in range(2) for i in (0, 3) for j in (0, 3, 6)]
+    expected = np.mean(diff ** 2) + 5.0 * np.mean(np.square(windows))
+    cfg = TrainConfig(count_weight=5.0, count_window=3)
+    p = mf.tensor(pred, requires_grad=True)
+    loss = training_loss(p, mf.tensor(target), cfg)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    grad = 2 * diff / diff.size
+    for b in range(2):
+        for i in (0, 3):
+            for j in (0, 3, 6):
+                grad[b, 0, i:i + 3, j:j + 3] += 5.0 * 2 * diff[b, 0, i:i + 3, j:j + 3].mean() / 12 / 9
+    np.testing.assert_allclose(p.grad, grad, rtol=1e-10)
+    # a window as large as the image is the whole-image count term
+    whole = training_loss(mf.tensor(pred[:, :, :6, :6]), mf.tensor(target[:, :, :6, :6]),
+                          TrainConfig(count_weight=5.0, count_window=6)).item()
+    assert whole == pytest.approx(training_loss(mf.tensor(pred[:, :, :6, :6]), mf.tensor(target[:, :, :6, :6]),
+                                                TrainConfig(count_weight=5.0)).item(), rel=1e-12)
+
+
+def test_intensity_jitter():
+    """jitter j maps a standardised image x to x e^u + v with u, v in [-j, j], one (u, v) per
+    image; with j = 0 it returns x and draws nothing from the generator."""
+    from minifcrn.train import _jittered
+    x = np.random.default_rng(2).standard_normal((16, 16)).astype(np.float32)
+    rng = np.random.default_rng(5)
+    assert _jittered(x, TrainConfig(jitter=0.0), rng) is x
+    assert rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
+    for _ in range(20):
+        y = _jittered(x, TrainConfig(jitter=0.3), rng)
+        gain, offset = np.polyfit(x.ravel(), y.ravel(), 1)
+        assert y.dtype == np.float32
+        assert np.exp(-0.3) - 1e-5 <= gain <= np.exp(0.3) + 1e-5 and -0.3 - 1e-5 <= offset <= 0.3 + 1e-5
+        np.testing.assert_allclose(y, x * gain + offset, atol=1e-5)
