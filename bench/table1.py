@@ -6,6 +6,7 @@
     python bench/table1.py report                                      # the RESULTS.md section
     python bench/table1.py detect                                      # detection scores, best run per N
     python bench/table1.py ensemble --n 32                             # the five draws' networks averaged
+    python bench/table1.py errors --variant count-last-cut --n 32      # per-image errors the draws share
 
 Protocol (``minifcrn.protocol``): for N in {8, 16, 32, 64} and draws 0-4, N
 training and N validation images drawn from images 1-100 (for N = 64 the
@@ -37,6 +38,11 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
   halfway through its epochs: at batch 1 and lr 0.003 the whole-image
   validation MAE still swings (3 to 13 at N=64) from epoch to epoch.
 * ``count-last-cut-x2``: ``count-last-cut`` with twice the whole-image steps.
+* ``win16-last-cut``: ``count-last-cut`` with the count term taken over 16x16
+  windows (``count_window``) instead of whole images.
+* ``jit-count-last-cut``: ``count-last-cut`` with intensity jitter (``jitter``
+  0.2: gain e^U(-0.2, 0.2), offset U(-0.2, 0.2) after standardising) in both
+  phases, so from its own ``patches-jitter0.2``.
 * ``p3-count-last-cut``: ``count-last-cut`` after three times the patch steps
   (the rate cut at the same fraction), trained in its own ``patches-x3``.
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
@@ -417,6 +423,49 @@ def cmd_ensemble(args):
               f"(flip8 {row.get('test_mae_flip8', float('nan')):.3f}, bias {row['test_bias']:+.2f})", flush=True)
 
 
+def error_structure(rows, others=(), worst=5):
+    """How the per-image test errors of ``rows`` (one variant's draws) split into a part the draws
+    share (their mean error on each image) and the rest, from the stored counts (the flip-averaged
+    column when every row has it); with the worst images of the shared part and, for each row of
+    ``others``, the correlation of its per-image errors with that shared part."""
+    import numpy as np
+
+    names = sorted(rows[0]["test_counts"])
+    column = 2 if all(len(r["test_counts"][names[0]]) == 3 for r in rows) else 1
+
+    def errors(row):
+        return np.array([row["test_counts"][k][column] - row["test_counts"][k][0] for k in names])
+
+    e = np.array([errors(r) for r in rows])  # (draws, images)
+    shared = e.mean(0)
+    order = np.argsort(-np.abs(shared))[:worst]
+    return {"column": ("plain", "flip8")[column - 1], "draw_mae": np.abs(e).mean(1).tolist(),
+            "shared_mae": float(np.abs(shared).mean()), "shared_std": float(shared.std()),
+            "residual_std": float((e - shared).std()),
+            "worst": [(names[i], rows[0]["test_counts"][names[i]][0], e[:, i].tolist()) for i in order],
+            "correlation": [(o["model"], o["variant"], o["draw"], float(np.corrcoef(errors(o), shared)[0, 1]))
+                            for o in others]}
+
+
+def cmd_errors(args):
+    runs = stored_runs()
+    rows = [r for r in runs.values() if (r["model"], r["variant"], r["N"]) == (args.model, args.variant, args.n)
+            and "test_counts" in r]
+    if len(rows) < 2:
+        raise SystemExit(f"table1: errors needs two or more stored {args.model} {args.variant} N={args.n} "
+                         f"runs with per-image counts, found {len(rows)}")
+    others = [r for r in runs.values() if r["N"] == args.n and "test_counts" in r and r not in rows]
+    st = error_structure(rows, others)
+    print(f"{args.model} {args.variant} N={args.n}, {len(rows)} draws, {st['column']} counts: per-draw MAE "
+          + ", ".join(f"{m:.2f}" for m in st["draw_mae"]))
+    print(f"shared part (the draws' mean error per image): MAE {st['shared_mae']:.2f}, std {st['shared_std']:.2f}; "
+          f"the rest: std {st['residual_std']:.2f}")
+    for name, true, errs in st["worst"]:
+        print(f"  {name} ({true:g} cells): errors " + ", ".join(f"{x:+.1f}" for x in errs))
+    for model, variant, draw, corr in st["correlation"]:
+        print(f"  {model} {variant} draw {draw}: correlation with the shared part {corr:+.2f}")
+
+
 def cmd_train(args):
     done = stored_runs()
     todo = [(m, v, n, d) for n in args.n for d in args.draws for m in args.model for v in args.variant]
@@ -463,6 +512,9 @@ def cmd_report(args):
         "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; `count-last-cut-x2` = the same "
         "with twice the whole-image steps; `p3-count-last-cut` = `count-last-cut` after three times the patch steps "
         f"({3 * PATCHES['epochs']} x {PATCHES['steps_per_epoch']}, the cut at epoch {3 * PATCHES['milestones'][0]}); "
+        "`win16-last-cut` = `count-last-cut` with the count term taken over 16x16 windows; `jit-count-last-cut` = "
+        f"`count-last-cut` with intensity jitter {VARIANTS['jit-count-last-cut']['jitter']:g} (gain e^U(-j, j), "
+        "offset U(-j, j) after standardising) in both phases, from its own patch phase; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
@@ -500,9 +552,14 @@ def main(argv=None):
     e.add_argument("--n", nargs="+", type=int, default=[8, 16, 32, 64])
     e.add_argument("--work", default=str(common.RUNS_DIR / "table1-work"), help="training folders")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    r = sub.add_parser("errors", help="per-image test errors: the part the draws share, from the stored runs")
+    r.add_argument("--model", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
+    r.add_argument("--variant", default="count-last-cut", choices=list(VARIANTS))
+    r.add_argument("--n", type=int, default=32)
     args = ap.parse_args(argv)
     common.configure_training_process(2)
-    {"train": cmd_train, "report": cmd_report, "detect": cmd_detect, "ensemble": cmd_ensemble}[args.command](args)
+    {"train": cmd_train, "report": cmd_report, "detect": cmd_detect, "ensemble": cmd_ensemble,
+     "errors": cmd_errors}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,13 @@ def test_variants_share_the_patch_phase(table1, tiny_vgg, tmp_path):
     assert len(epochs) == 3 * TINY["patches"]["epochs"]
     assert [float(e.split(",")[2]) for e in epochs] == [0.01] * 3 + [0.001] * 3  # the cut at 3 x milestone 1
     assert longer["recipe"]["patches"]["epochs"] == 6 and longer["epochs"] == 6 + first["epochs"] - 2
+    jittered = table1.train_run("fcrn-a", "jit-count-last-cut", 2, 1, data=tiny_vgg, work=tmp_path,
+                                runs_path=runs, **TINY)  # its own patch phase, with the jitter in both phases
+    from minifcrn.io import load_npz
+    for phase in ("patches-jitter0.2", "jit-count-last-cut"):
+        assert load_npz(tmp_path / "fcrn-a-n2-d1" / phase / "checkpoint.npz")[1]["config"]["jitter"] == 0.2
+    assert (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text() == log
+    assert jittered["recipe"]["patches"]["jitter"] == 0.2 and jittered["recipe"]["whole"]["jitter"] == 0.2
 
 
 def test_count_last_fine_tunes_from_the_patch_phase_s_last_epoch(table1, tiny_vgg, tmp_path, monkeypatch):
@@ -211,3 +218,27 @@ def test_flip_counts_cover_the_eight_flips_and_transposes_untouched_first(table1
     assert np.diff(np.sort(expected)).min() > 1e-3 * max(expected)  # so the check above would see a repeated view
     np.testing.assert_allclose(table1.view_counts(net, [SimpleNamespace(image=image, name="x", count=0)]),
                                views[:, :1])
+
+
+def test_error_structure_splits_shared_and_per_draw_errors(table1):
+    """The shared part is the draws' mean error per image; the worst image and a correlated other
+    run are found; the flip-averaged column is used when every row has it."""
+    truth = np.array([100.0, 200.0, 150.0, 120.0])
+    shared = np.array([5.0, -1.0, 0.5, -2.0])
+    noise = np.array([[1.0, -1.0, 0.0, 0.5], [-1.0, 1.0, 0.0, -0.5]])
+
+    def row(draw, errors, model="fcrn-a", flips=True):
+        counts = {f"{i:03d}cell": [t, t + 99.0, t + e] if flips else [t, t + e] for i, (t, e) in
+                  enumerate(zip(truth, errors))}  # the plain column is wrong on purpose
+        return {"model": model, "variant": "v", "N": 32, "draw": draw, "test_counts": counts}
+
+    rows = [row(d, shared + noise[d]) for d in range(2)]
+    st = table1.error_structure(rows, [row(0, -shared, "fcrn-b"), row(1, 2 * shared, "fcrn-b")])
+    assert st["column"] == "flip8"
+    assert st["draw_mae"] == pytest.approx([np.abs(shared + n).mean() for n in noise])
+    assert st["shared_mae"] == pytest.approx(np.abs(shared).mean())
+    assert st["shared_std"] == pytest.approx(shared.std()) and st["residual_std"] == pytest.approx(noise.std())
+    assert st["worst"][0] == ("000cell", 100.0, [6.0, 4.0])
+    assert [c[-1] for c in st["correlation"]] == pytest.approx([-1.0, 1.0])
+    plain = table1.error_structure([row(d, shared + noise[d], flips=False) for d in range(2)])
+    assert plain["column"] == "plain" and plain["shared_mae"] == pytest.approx(np.abs(shared).mean())
