@@ -271,6 +271,7 @@ BAD_TRAIN_OPTIONS = [
     (["--lr", "-0.1"], "lr must be a positive number, got -0.1"),
     (["--count-weight", "-1"], "count_weight must be a finite number >= 0, got -1.0"),
     (["--count-window", "-1"], "count_window must be a whole number >= 0, got -1"),
+    (["--jitter", "inf"], "jitter must be a finite number >= 0, got inf"),
 ]
 
 
