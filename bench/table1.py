@@ -43,6 +43,10 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
 * ``jit-count-last-cut``: ``count-last-cut`` with intensity jitter (``jitter``
   0.2: gain e^U(-0.2, 0.2), offset U(-0.2, 0.2) after standardising) in both
   phases, so from its own ``patches-jitter0.2``.
+* ``zoom-count-last-cut``: ``count-last-cut`` from a patch phase whose patches
+  are zoomed by e^U(-0.2, 0.2) (``zoom``), in its own ``patches-zoom0.2``: the
+  N=32 errors follow how crowded an image is, as if the network counted
+  foreground mass, so cells of varying apparent size should make it count cells.
 * ``p3-count-last-cut``: ``count-last-cut`` after three times the patch steps
   (the rate cut at the same fraction), trained in its own ``patches-x3``.
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
@@ -91,6 +95,7 @@ VARIANTS = {
     "count-last-cut-x2": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "steps": 2},
     "win16-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "count_window": 16, "start": "last", "cut": 0.5},
     "jit-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "jitter": 0.2},
+    "zoom-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "zoom": 0.2},
     "p3-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5,
                           "patch_steps": 3},
 }
@@ -177,6 +182,8 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     patches.update(epochs=patches["epochs"] * times, milestones=[m * times for m in patches["milestones"]])
     if whole.get("jitter"):
         patches["jitter"] = whole["jitter"]
+    if "zoom" in whole:  # whole images keep their scale: the zoom is the patch phase's alone
+        patches["zoom"] = whole.pop("zoom")
     train_names, val_names = protocol.vgg_split(n, draw, protocol.POOL if pool is None else pool)
     samples = {s.name: s for s in load_samples(data, names=set(train_names) | set(val_names))}
     missing = sorted((set(train_names) | set(val_names)) - set(samples))
@@ -187,7 +194,8 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     folder = Path(work or common.RUNS_DIR / "table1-work") / f"{model}-n{n}-d{draw}"  # the variants share
     t0 = time.perf_counter()                                                           # their patch phase
     patch_folder = folder / ("patches" + (f"-x{times}" if times > 1 else "")
-                             + (f"-jitter{patches['jitter']:g}" if patches.get("jitter") else ""))
+                             + (f"-jitter{patches['jitter']:g}" if patches.get("jitter") else "")
+                             + (f"-zoom{patches['zoom']:g}" if patches.get("zoom") else ""))
     first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), patch_folder,
                 resume=True, progress=progress)
     start, cut = whole.pop("start", "best"), whole.pop("cut", None)
@@ -514,7 +522,9 @@ def cmd_report(args):
         f"({3 * PATCHES['epochs']} x {PATCHES['steps_per_epoch']}, the cut at epoch {3 * PATCHES['milestones'][0]}); "
         "`win16-last-cut` = `count-last-cut` with the count term taken over 16x16 windows; `jit-count-last-cut` = "
         f"`count-last-cut` with intensity jitter {VARIANTS['jit-count-last-cut']['jitter']:g} (gain e^U(-j, j), "
-        "offset U(-j, j) after standardising) in both phases, from its own patch phase; "
+        "offset U(-j, j) after standardising) in both phases, from its own patch phase; `zoom-count-last-cut` = "
+        f"`count-last-cut` from a patch phase whose patches are zoomed by e^U(-z, z), z = "
+        f"{VARIANTS['zoom-count-last-cut']['zoom']:g}; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the count term's error over K x K windows instead of whole images (default 0)")
     t.add_argument("--jitter", type=float, default=0.0,
                    help="intensity jitter J: each standardised input times e^U(-J, J) plus U(-J, J) (default 0)")
+    t.add_argument("--zoom", type=float, default=0.0,
+                   help="patch zoom Z: each training patch spans e^U(-Z, Z) image pixels per pixel (default 0)")
     t.add_argument("--finetune-milestones", type=int, nargs="*", default=None,
                    help="whole-image epochs (counted from the first) at which their lr /= 10")
     t.add_argument("--channel", type=_channel, default="grey")
@@ -424,7 +426,8 @@ def cmd_train(args) -> int:
                           patch_size=args.patch_size, lr=defaults.lr if args.lr is None else args.lr,
                           milestones=list(args.milestones or []), finetune_epochs=args.finetune_epochs,
                           finetune_milestones=list(args.finetune_milestones or []),
-                          count_weight=args.count_weight, count_window=args.count_window, jitter=args.jitter,
+                          count_weight=args.count_weight, count_window=args.count_window,
+                          jitter=args.jitter, zoom=args.zoom,
                           finetune_lr=defaults.finetune_lr if args.finetune_lr is None else args.finetune_lr,
                           seed=args.seed, device=args.device, channel=args.channel,
                           synthetic=args.synthetic or 0, synth=synth.to_dict() if synth else {})

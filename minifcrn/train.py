@@ -52,6 +52,7 @@ class TrainConfig:
     count_window: int = 0          # the count term's k x k windows (0: whole images)
     max_angle: float = 10.0        # degrees of random rotation
     jitter: float = 0.0            # intensity jitter j: gain e^U(-j, j), offset U(-j, j) after standardising
+    zoom: float = 0.0              # patch zoom z: e^U(-z, z) image pixels per patch pixel (0: none)
     finetune_epochs: int = 0       # whole-image epochs after the patch epochs
     finetune_lr: float = 0.003
     finetune_milestones: list = field(default_factory=list)  # whole-image epochs at which lr /= 10
@@ -119,8 +120,8 @@ def _jittered(image, cfg, rng):
 
 
 def _patch_batch(samples, cfg, rng):
-    pairs = [random_patch(samples[rng.integers(len(samples))], cfg.patch_size, rng, cfg.max_angle)
-             for _ in range(cfg.batch_size)]
+    pairs = [random_patch(samples[rng.integers(len(samples))], cfg.patch_size, rng, cfg.max_angle,
+                          max_zoom=cfg.zoom) for _ in range(cfg.batch_size)]
     return (np.stack([_jittered(p, cfg, rng) for p, _ in pairs])[:, None],
             np.stack([t for _, t in pairs])[:, None])
 
@@ -174,7 +175,7 @@ def check_config(cfg: TrainConfig, train_samples=()):
     for name, value in rates.items():
         if not is_positive(value):
             raise InputError(f"train: {name} must be a positive number, got {value}")
-    for name in ("weight_decay", "count_weight", "max_angle", "jitter"):
+    for name in ("weight_decay", "count_weight", "max_angle", "jitter", "zoom"):
         value = getattr(cfg, name)
         if not is_positive(value, or_zero=True):
             raise InputError(f"train: {name} must be a finite number >= 0, got {value}")

@@ -31,17 +31,18 @@ def test_density_peak_and_subpixel_mass():
     assert moved.sum() == pytest.approx(1.0, rel=1e-5)
 
 
-@given(st.integers(0, 2**32 - 1), st.floats(0, 15))
-def test_augmentation_preserves_counts_and_alignment(seed, angle):
+@given(st.integers(0, 2**32 - 1), st.floats(0, 15), st.sampled_from([0.0, 0.3]))
+def test_augmentation_preserves_counts_and_alignment(seed, angle, zoom):
     rng = np.random.default_rng(seed)
     points = rng.uniform(0, 127, (40, 2))
     image = density_map(points, (128, 128), sigma=1.5)  # bright blobs exactly at the points
     sample = Sample("s", image, points)
-    patch, target = random_patch(sample, 64, rng, max_angle=angle)
+    patch, target = random_patch(sample, 64, rng, max_angle=angle, max_zoom=zoom)
     assert patch.shape == target.shape == (64, 64)
     assert abs(patch.mean()) < 1e-4 and patch.std() == pytest.approx(1, rel=1e-3)
     # the count of a patch is its points' mass: compare with the image's own density under the same map
-    assert np.corrcoef(patch.ravel(), target.ravel())[0, 1] > 0.9
+    # (zoomed, the image's blobs are 1.5 / s wide against the target's 2: a lower bar)
+    assert np.corrcoef(patch.ravel(), target.ravel())[0, 1] > (0.85 if zoom else 0.9)
     expected = density_map(points, (128, 128)).sum() / 100
     assert 0 <= target.sum() / 100 <= expected + 1e-3
 
@@ -55,6 +56,30 @@ def test_rotation_keeps_every_inside_point():
         _, target = random_patch(sample, 180, rng, max_angle=10)
         totals.append(target.sum() / 100)
     assert np.allclose(totals, 1.0, atol=1e-3)
+
+
+def test_zoom_draws_a_scale_per_patch_for_image_and_target_alike():
+    """With max_zoom z, two cells 12 pixels apart lie 12 / s apart in the patch, s in [e^-z, e^z]
+    drawn anew for each patch, in the image and in its target alike, the target keeping their mass."""
+    points = np.array([[44.0, 50.0], [56.0, 50.0]])  # (x, y): side by side on one row
+    sample = Sample("s", density_map(points, (100, 100)), points)
+    rng = np.random.default_rng(7)
+
+    def centroids(plane):  # the two blobs' column centroids
+        profile = plane.sum(0) - plane.sum(0).min()
+        cols = np.arange(len(profile))
+        mid = (profile * cols).sum() / profile.sum()
+        return np.array([(profile * cols)[side].sum() / profile[side].sum() for side in (cols < mid, cols >= mid)])
+
+    gaps = []
+    while len(gaps) < 12:
+        patch, target = random_patch(sample, 64, rng, max_angle=0, flip=False, max_zoom=0.3)
+        if abs(target.sum() / 100 - 2) > 1e-3:  # a cell cut off by the patch's border
+            continue
+        assert centroids(patch) == pytest.approx(centroids(target), abs=0.1)
+        gaps.append(np.diff(centroids(target))[0])
+    assert 12 * np.exp(-0.3) - 0.05 < min(gaps) and max(gaps) < 12 * np.exp(0.3) + 0.05
+    assert max(gaps) - min(gaps) > 3
 
 
 def write_png(path, array):

@@ -272,6 +272,7 @@ BAD_TRAIN_OPTIONS = [
     (["--count-weight", "-1"], "count_weight must be a finite number >= 0, got -1.0"),
     (["--count-window", "-1"], "count_window must be a whole number >= 0, got -1"),
     (["--jitter", "inf"], "jitter must be a finite number >= 0, got inf"),
+    (["--zoom", "-0.2"], "zoom must be a finite number >= 0, got -0.2"),
 ]
 
 

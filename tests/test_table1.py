@@ -106,6 +106,11 @@ def test_variants_share_the_patch_phase(table1, tiny_vgg, tmp_path):
         assert load_npz(tmp_path / "fcrn-a-n2-d1" / phase / "checkpoint.npz")[1]["config"]["jitter"] == 0.2
     assert (tmp_path / "fcrn-a-n2-d1" / "patches" / "log.csv").read_text() == log
     assert jittered["recipe"]["patches"]["jitter"] == 0.2 and jittered["recipe"]["whole"]["jitter"] == 0.2
+    zoomed = table1.train_run("fcrn-a", "zoom-count-last-cut", 2, 1, data=tiny_vgg, work=tmp_path,
+                              runs_path=runs, **TINY)  # its own patch phase, zoomed; whole images are not
+    assert load_npz(tmp_path / "fcrn-a-n2-d1" / "patches-zoom0.2" / "checkpoint.npz")[1]["config"]["zoom"] == 0.2
+    assert load_npz(tmp_path / "fcrn-a-n2-d1" / "zoom-count-last-cut" / "checkpoint.npz")[1]["config"]["zoom"] == 0
+    assert zoomed["recipe"]["patches"]["zoom"] == 0.2
 
 
 def test_count_last_fine_tunes_from_the_patch_phase_s_last_epoch(table1, tiny_vgg, tmp_path, monkeypatch):

@@ -86,25 +86,29 @@ def standardize_patch(patch: np.ndarray) -> np.ndarray:
     return ((patch - patch.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
-def random_patch(sample: Sample, size: int, rng: np.random.Generator, max_angle=10.0, flip=True):
-    """A standardised image patch (size, size) and its density target, randomly rotated and flipped."""
+def random_patch(sample: Sample, size: int, rng: np.random.Generator, max_angle=10.0, flip=True, max_zoom=0.0):
+    """A standardised image patch (size, size) and its density target, randomly rotated, flipped
+    and, with ``max_zoom`` z, zoomed: each patch pixel spans s = e^U(-z, z) image pixels, so the
+    cells look 1/s times their size while each keeps a sigma-2 Gaussian of unit mass in the target."""
     h, w = sample.image.shape
     if size > min(h, w):
         raise InputError(f"{sample.name}: patch size {size} is larger than the {w}x{h} image")
     theta = np.deg2rad(rng.uniform(-max_angle, max_angle)) if max_angle else 0.0
+    s = np.exp(rng.uniform(-max_zoom, max_zoom)) if max_zoom else 1.0
     cos, sin = np.cos(theta), np.sin(theta)
-    reach = 0.5 * (size - 1) * (abs(cos) + abs(sin))  # half-extent of the rotated patch in the image
-    if 2 * reach + 1 > min(h, w):
-        cos, sin, reach = 1.0, 0.0, 0.5 * (size - 1)
+    reach = 0.5 * (size - 1) * s * (abs(cos) + abs(sin))  # half-extent of the rotated patch in the image
+    if 2 * reach + 1 > min(h, w):  # too big to fit: no rotation, and at most the zoom that fits
+        s = min(s, (min(h, w) - 1) / max(size - 1, 1))
+        cos, sin, reach = 1.0, 0.0, 0.5 * (size - 1) * s
     cy, cx = rng.uniform(reach, h - 1 - reach), rng.uniform(reach, w - 1 - reach)
-    # patch pixel (r, c) samples the image at centre + R (r - m, c - m), m the patch centre
+    # patch pixel (r, c) samples the image at centre + s R (r - m, c - m), m the patch centre
     m = 0.5 * (size - 1)
     rot = np.array([[cos, -sin], [sin, cos]])
-    offset = np.array([cy, cx]) - rot @ np.array([m, m])
-    patch = ndimage.affine_transform(sample.image, rot, offset=offset, output_shape=(size, size),
+    offset = np.array([cy, cx]) - s * rot @ np.array([m, m])
+    patch = ndimage.affine_transform(sample.image, s * rot, offset=offset, output_shape=(size, size),
                                      order=1, mode="nearest")
-    # points move by the inverse map: p_patch = R^T (p_image - offset), in (row, col)
-    rc = (sample.points[:, ::-1] - offset) @ rot
+    # points move by the inverse map: p_patch = R^T (p_image - offset) / s, in (row, col)
+    rc = (sample.points[:, ::-1] - offset) @ rot / s
     keep = ((rc >= -MARGIN) & (rc <= size - 1 + MARGIN)).all(axis=1)
     canvas = density_map(rc[keep][:, ::-1] + MARGIN, (size + 2 * MARGIN, size + 2 * MARGIN))
     target = canvas[MARGIN:MARGIN + size, MARGIN:MARGIN + size]
