@@ -431,11 +431,26 @@ def cmd_ensemble(args):
               f"(flip8 {row.get('test_mae_flip8', float('nan')):.3f}, bias {row['test_bias']:+.2f})", flush=True)
 
 
-def error_structure(rows, others=(), worst=5):
+def crowding(samples, radius=4.0):
+    """Per image, the fraction of its cells whose nearest other cell is closer than ``radius`` pixels."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    out = {}
+    for s in samples:
+        near = cKDTree(s.points).query(s.points, k=2)[0][:, 1] < radius if len(s.points) > 1 else [False]
+        out[s.name] = float(np.mean(near))
+    return out
+
+
+def error_structure(rows, others=(), worst=5, crowded=None):
     """How the per-image test errors of ``rows`` (one variant's draws) split into a part the draws
     share (their mean error on each image) and the rest, from the stored counts (the flip-averaged
     column when every row has it); with the worst images of the shared part and, for each row of
-    ``others``, the correlation of its per-image errors with that shared part."""
+    ``others``, the correlation of its per-image errors with that shared part.  Given ``crowded``
+    (image name -> how crowded, see ``crowding``), also the shared part's correlation with it and
+    with the true count, and the MAE left once a straight line in crowdedness is taken off (fitted
+    on the same images: it measures how much crowding explains, it is not a method)."""
     import numpy as np
 
     names = sorted(rows[0]["test_counts"])
@@ -447,15 +462,26 @@ def error_structure(rows, others=(), worst=5):
     e = np.array([errors(r) for r in rows])  # (draws, images)
     shared = e.mean(0)
     order = np.argsort(-np.abs(shared))[:worst]
-    return {"column": ("plain", "flip8")[column - 1], "draw_mae": np.abs(e).mean(1).tolist(),
-            "shared_mae": float(np.abs(shared).mean()), "shared_std": float(shared.std()),
-            "residual_std": float((e - shared).std()),
-            "worst": [(names[i], rows[0]["test_counts"][names[i]][0], e[:, i].tolist()) for i in order],
-            "correlation": [(o["model"], o["variant"], o["draw"], float(np.corrcoef(errors(o), shared)[0, 1]))
-                            for o in others]}
+    out = {"column": ("plain", "flip8")[column - 1], "draw_mae": np.abs(e).mean(1).tolist(),
+           "shared_mae": float(np.abs(shared).mean()), "shared_std": float(shared.std()),
+           "residual_std": float((e - shared).std()),
+           "worst": [(names[i], rows[0]["test_counts"][names[i]][0], e[:, i].tolist()) for i in order],
+           "correlation": [(o["model"], o["variant"], o["draw"], float(np.corrcoef(errors(o), shared)[0, 1]))
+                           for o in others]}
+    if crowded is not None:
+        c = np.array([crowded[k] for k in names])
+        truth = np.array([rows[0]["test_counts"][k][0] for k in names])
+        line = np.polyval(np.polyfit(c, shared, 1), c)
+        out["crowding"] = {"mean": float(c.mean()), "corr": float(np.corrcoef(c, shared)[0, 1]),
+                           "corr_count": float(np.corrcoef(truth, shared)[0, 1]),
+                           "mae_after_line": float(np.abs(shared - line).mean())}
+    return out
 
 
 def cmd_errors(args):
+    from minifcrn import protocol
+    from minifcrn.data.samples import load_samples
+
     runs = stored_runs()
     rows = [r for r in runs.values() if (r["model"], r["variant"], r["N"]) == (args.model, args.variant, args.n)
             and "test_counts" in r]
@@ -463,13 +489,22 @@ def cmd_errors(args):
         raise SystemExit(f"table1: errors needs two or more stored {args.model} {args.variant} N={args.n} "
                          f"runs with per-image counts, found {len(rows)}")
     others = [r for r in runs.values() if r["N"] == args.n and "test_counts" in r and r not in rows]
-    st = error_structure(rows, others)
+    tests = load_samples(args.data, names=set(rows[0]["test_counts"])) if Path(args.data).is_dir() else []
+    st = error_structure(rows, others, crowded=crowding(tests) if len(tests) == len(rows[0]["test_counts"])
+                         else None)
     print(f"{args.model} {args.variant} N={args.n}, {len(rows)} draws, {st['column']} counts: per-draw MAE "
           + ", ".join(f"{m:.2f}" for m in st["draw_mae"]))
     print(f"shared part (the draws' mean error per image): MAE {st['shared_mae']:.2f}, std {st['shared_std']:.2f}; "
           f"the rest: std {st['residual_std']:.2f}")
     for name, true, errs in st["worst"]:
         print(f"  {name} ({true:g} cells): errors " + ", ".join(f"{x:+.1f}" for x in errs))
+    if "crowding" in st:
+        c = st["crowding"]
+        print(f"crowding (the fraction of an image's cells with another closer than 4 px, mean {c['mean']:.3f}): "
+              f"correlation with the shared part {c['corr']:+.2f} (the true count's: {c['corr_count']:+.2f}); "
+              f"a straight line in crowding, fitted on these images, leaves MAE {c['mae_after_line']:.2f}")
+    else:
+        print(f"(no crowding: {args.data} lacks the test images)")
     for model, variant, draw, corr in st["correlation"]:
         print(f"  {model} {variant} draw {draw}: correlation with the shared part {corr:+.2f}")
 
@@ -566,6 +601,7 @@ def main(argv=None):
     r.add_argument("--model", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
     r.add_argument("--variant", default="count-last-cut", choices=list(VARIANTS))
     r.add_argument("--n", type=int, default=32)
+    r.add_argument("--data", default=str(VGG), help="the VGG cells folder, for how crowded each test image is")
     args = ap.parse_args(argv)
     common.configure_training_process(2)
     {"train": cmd_train, "report": cmd_report, "detect": cmd_detect, "ensemble": cmd_ensemble,

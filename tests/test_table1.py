@@ -2,6 +2,7 @@
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -204,7 +205,6 @@ def test_ensemble_counts_are_the_members_mean_and_reach_the_table(table1, tiny_v
 
 
 def test_flip_counts_cover_the_eight_flips_and_transposes_untouched_first(table1):
-    from types import SimpleNamespace
 
     from minifcrn.data.images import standardize
     from minifcrn.models import FCRN_A
@@ -247,3 +247,17 @@ def test_error_structure_splits_shared_and_per_draw_errors(table1):
     assert [c[-1] for c in st["correlation"]] == pytest.approx([-1.0, 1.0])
     plain = table1.error_structure([row(d, shared + noise[d], flips=False) for d in range(2)])
     assert plain["column"] == "plain" and plain["shared_mae"] == pytest.approx(np.abs(shared).mean())
+    assert "crowding" not in plain
+    crowded = dict(zip(sorted(rows[0]["test_counts"]), 3.0 - 0.5 * shared))  # the shared error, a line in it
+    c = table1.error_structure(rows, crowded=crowded)["crowding"]
+    assert c["corr"] == pytest.approx(-1.0) and c["mae_after_line"] == pytest.approx(0.0, abs=1e-9)
+    assert c["mean"] == pytest.approx(3.0 - 0.5 * shared.mean())
+    assert c["corr_count"] == pytest.approx(np.corrcoef(truth, shared)[0, 1])
+
+
+def test_crowding_is_the_fraction_of_cells_with_a_near_neighbour(table1):
+    points = np.array([[10.0, 10.0], [13.0, 10.0], [30.0, 30.0], [50.0, 50.0]])  # one pair 3 px apart
+    samples = [SimpleNamespace(name="a", points=points), SimpleNamespace(name="b", points=points[:1]),
+               SimpleNamespace(name="c", points=points * 2)]
+    assert table1.crowding(samples) == {"a": 0.5, "b": 0.0, "c": 0.0}
+    assert table1.crowding(samples, radius=7.0)["c"] == 0.5
