@@ -46,7 +46,8 @@ Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
 * ``zoom-count-last-cut``: ``count-last-cut`` from a patch phase whose patches
   are zoomed by e^U(-0.2, 0.2) (``zoom``), in its own ``patches-zoom0.2``: the
   N=32 errors follow how crowded an image is, as if the network counted
-  foreground mass, so cells of varying apparent size should make it count cells.
+  foreground mass, so cells of varying apparent size should make it count cells
+  (on N=32 draw 0 it counted far worse: see RESULTS).
 * ``p3-count-last-cut``: ``count-last-cut`` after three times the patch steps
   (the rate cut at the same fraction), trained in its own ``patches-x3``.
 Each run's record also holds the test MAE with 8-fold flip/transpose averaging
@@ -479,7 +480,6 @@ def error_structure(rows, others=(), worst=5, crowded=None):
 
 
 def cmd_errors(args):
-    from minifcrn import protocol
     from minifcrn.data.samples import load_samples
 
     runs = stored_runs()
