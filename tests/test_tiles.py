@@ -69,7 +69,8 @@ def test_a_huge_grey_tiff_is_memory_mapped_and_counts_as_the_decoded_image(tmp_p
         for tile in (0, 128):
             result = count(tmp_path / path, net, tile_size=tile)
             np.testing.assert_allclose(result.density, reference.density, rtol=0, atol=1e-6)
-            assert np.array_equal(result.detections, reference.detections)
+            # the same cells at the same pixels; a tile's BLAS may sum in another order (scores ~1e-8 apart)
+            np.testing.assert_allclose(result.detections, reference.detections, rtol=0, atol=1e-6)
 
 
 def test_nan_in_a_memory_mapped_tiff_is_refused(tmp_path):
