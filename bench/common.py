@@ -92,6 +92,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_name(device: str = "cpu") -> str:
+    """What a run on ``device`` ran on: the CPU's model, and for "cuda" the GPU's name first."""
+    if device != "cuda":
+        return cpu_model()
+    import cupy as cp
+
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+    return f"{name.decode() if isinstance(name, bytes) else name}, {cpu_model()}"
+
+
 def cpu_flags() -> list[str]:
     """The SIMD flags of interest (AVX2 / AVX-512 ...) from /proc/cpuinfo."""
     try:

@@ -220,7 +220,7 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
            "train_images": len(train), "val_images": len(val),
            "recipe": {"patches": patches, "whole": {**VARIANTS[variant], "finetune_epochs": cfg.finetune_epochs,
                                                     "finetune_milestones": cfg.finetune_milestones}},
-           "machine": common.cpu_model(), "date": common.now_iso(), "commit": commit}
+           "machine": common.machine_name(device), "date": common.now_iso(), "commit": commit}
     # per test image: [true count, predicted, predicted with flips], so ensembles need no inference
     row["test_counts"] = {k: [v[0], *(round(c, 4) for c in v[1:])] for k, v in per_image_counts(tests, views).items()}
     if flips:
@@ -371,7 +371,7 @@ def detect_run(row, data=VGG, work=None, test=None, pool=None, device="cpu"):
     return {"model": row["model"], "variant": row["variant"], "N": row["N"], "draw": row["draw"],
             "val_mae": row["val_mae"], "test_mae": row["test_mae"], "threshold_peak_fraction": fraction,
             "min_distance": min_distance, "val_f1": val_f1, "precision": precision, "recall": recall, "f1": f1,
-            "radius": MATCH_RADIUS, "machine": common.cpu_model(), "date": common.now_iso()}
+            "radius": MATCH_RADIUS, "machine": common.machine_name(device), "date": common.now_iso()}
 
 
 def cmd_detect(args):
@@ -569,7 +569,7 @@ def cmd_report(args):
         f"FCRN-B: {b_runs} of its 20 `paper` runs (4 N x 5 draws) stored so far. Its training step is about 6-7x "
         "FCRN-A's on this 2-core CPU (3.2-3.9 s against 0.52-0.56 s at batch 8 of 96x96, 2026-12-03, with the fused "
         "up-sampling convolutions), about 75 minutes a run with testing; the rest waits for more sittings or a "
-        "task with a GPU (`--device cuda`)"],
+        "task with a GPU (`--device cuda`; `bench/device_session.sh` runs them there, five at a time)"],
         table_markdown(runs, ensembles=stored_ensembles()))
 
 
