@@ -530,9 +530,10 @@ def cmd_report(args):
 
     from minifcrn import protocol
 
-    trains = {(m, v): [r["train_s"] for r in runs.values() if (r["model"], r["variant"]) == (m, v)]
-              for m in PAPER for v in VARIANTS}
-    b_runs = sum(r["model"] == "fcrn-b" and r["variant"] == "paper" for r in runs.values())
+    devices = sorted({r["device"] for r in runs.values()})
+    trains = {(m, v, d): [r["train_s"] for r in runs.values() if (r["model"], r["variant"], r["device"]) == (m, v, d)]
+              for m in PAPER for v in VARIANTS for d in devices}
+    b_missing = [(n, d) for n in (8, 16, 32, 64) for d in range(5) if run_key("fcrn-b", "paper", n, d) not in runs]
     seen = {n: len(set().union(*(protocol.vgg_split(n, d, protocol.POOL)[0] for d in range(5))))
             for n in (8, 16, 32, 64)}  # distinct training images of the five draws
     machines = sorted({f"{r['machine']} ({r['device']})" for r in runs.values()})
@@ -548,8 +549,8 @@ def cmd_report(args):
         f"epochs (lr {VARIANTS['paper']['finetune_lr']}); median training time per run (both phases, "
         "the epochs' own seconds; the slow ends of the ranges are runs that shared the 2 cores with other "
         "work, which does not change their MAEs): "
-        + ", ".join(f"{m.upper()} {v} {np.median(t) / 60:.1f} min ({min(t) / 60:.1f}-{max(t) / 60:.1f}) over "
-                    f"{len(t)} runs" for (m, v), t in trains.items() if t),
+        + ", ".join(f"{m.upper()} {v}{'' if d == 'cpu' else ' on ' + d} {np.median(t) / 60:.1f} min "
+                    f"({min(t) / 60:.1f}-{max(t) / 60:.1f}) over {len(t)} runs" for (m, v, d), t in trains.items() if t),
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`count-last` = `count`, fine-tuned from the patch phase's last epoch rather than its best-validation one; "
         "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; `count-last-cut-x2` = the same "
@@ -566,10 +567,12 @@ def cmd_report(args):
         "figure per cell, no std. The five draws train on different images, so an ensemble is not an N-image "
         "result: its members saw " + ", ".join(f"{k} (N={n})" for n, k in seen.items()) + " distinct training "
         "images of the 100 (and never a test image); it shows what averaging networks gains, not what N images give",
-        f"FCRN-B: {b_runs} of its 20 `paper` runs (4 N x 5 draws) stored so far. Its training step is about 6-7x "
-        "FCRN-A's on this 2-core CPU (3.2-3.9 s against 0.52-0.56 s at batch 8 of 96x96, 2026-12-03, with the fused "
-        "up-sampling convolutions), about 75 minutes a run with testing; the rest waits for more sittings or a "
-        "task with a GPU (`--device cuda`; `bench/device_session.sh` runs them there, five at a time)"],
+        f"FCRN-B: {20 - len(b_missing)} of its 20 `paper` runs (4 N x 5 draws) stored so far"
+        + (f"; missing: {', '.join(f'N={n} draw {d}' for n, d in b_missing)}" if b_missing else "")
+        + ". Its training step is about 6-7x FCRN-A's on this 2-core CPU (3.2-3.9 s against 0.52-0.56 s at batch 8 "
+        "of 96x96, 2026-12-03, with the fused up-sampling convolutions), about 75 minutes a run with testing; on "
+        "an NVIDIA H200 (2026-12-04, `bench/device_session.sh`: five runs at a time sharing the GPU) about 3.3 "
+        "minutes a run with testing"],
         table_markdown(runs, ensembles=stored_ensembles()))
 
 
