@@ -3,7 +3,8 @@
 Hypothesis runs derandomised (a fixed example sequence) under the "ci"
 profile, chosen when the environment has CI set, so CI is deterministic;
 locally the "dev" profile explores new examples on every run.  Choose one
-explicitly with HYPOTHESIS_PROFILE=ci|dev.
+explicitly with HYPOTHESIS_PROFILE=ci|dev; "gpu" is "ci" with a quarter of the
+examples, for the scarce minutes on a lent GPU (bench/device_session.sh).
 """
 import os
 
@@ -16,6 +17,7 @@ _common = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped
                                                        HealthCheck.too_slow])
 settings.register_profile("ci", derandomize=True, max_examples=60, print_blob=True, **_common)
 settings.register_profile("dev", max_examples=60, **_common)
+settings.register_profile("gpu", derandomize=True, max_examples=15, print_blob=True, **_common)  # device time is scarce
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 BACKENDS = ["cpu", "cuda-emulated", pytest.param("cuda", marks=pytest.mark.gpu)]
