@@ -18,50 +18,57 @@
 __device__ __forceinline__ long long first_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long long grid_stride() { return (long long)blockDim.x * gridDim.x; }
 
-/* One thread per element of cols (C*KH*KW rows, N*HO*WO columns), row-major:
- *   t = row * (N*HO*WO) + col,  row = (c*KH + u)*KW + v,  col = (n*HO + i)*WO + j,
- *   cols[t] = x[n, c, i*stride - padding + u, j*stride - padding + v]  (0 outside x).
+/* cols (C*KH*KW rows, N*HO*WO columns), row-major, holds x's receptive fields:
+ *   cols[(c*KH + u)*KW + v, (n*HO + i)*WO + j] = x[n, c, i*stride - padding + u, j*stride - padding + v]
+ * (0 outside x).  One thread per (c, column), t = c * (N*HO*WO) + col: it finds (c, n, i, j)
+ * by a few divisions, then copies its KH*KW taps with none (integer division is the costly
+ * part of a gather on a GPU); neighbouring threads write neighbouring columns of each row.
  * A pure gather (a copy): deterministic. */
 template <typename T>
 __device__ void im2col(const T* __restrict__ x, int N, int C, int H, int W, int KH, int KW,
                        int stride, int padding, int HO, int WO, T* __restrict__ cols)
 {
     const long long ncols = (long long)N * HO * WO;
-    const long long total = (long long)C * KH * KW * ncols;
+    const long long total = (long long)C * ncols;
     for (long long t = first_index(); t < total; t += grid_stride()) {
-        const long long row = t / ncols, col = t % ncols;
-        const int c = (int)(row / (KH * KW)), u = (int)(row / KW % KH), v = (int)(row % KW);
-        const int n = (int)(col / (HO * WO)), i = (int)(col / WO % HO), j = (int)(col % WO);
-        const int iy = i * stride - padding + u, ix = j * stride - padding + v;
-        const bool inside = 0 <= iy && iy < H && 0 <= ix && ix < W;
-        cols[t] = inside ? x[(((long long)n * C + c) * H + iy) * W + ix] : T(0);
+        const int c = (int)(t / ncols);
+        const long long col = t - c * ncols, ni = col / WO;  // ni = n*HO + i
+        const int j = (int)(col - ni * WO), n = (int)(ni / HO), i = (int)(ni - (long long)n * HO);
+        const T* plane = x + ((long long)n * C + c) * H * W;
+        T* out = cols + (long long)c * KH * KW * ncols + col;
+        for (int u = 0; u < KH; ++u) {
+            const int iy = i * stride - padding + u;
+            for (int v = 0; v < KW; ++v, out += ncols) {
+                const int ix = j * stride - padding + v;
+                *out = (0 <= iy && iy < H && 0 <= ix && ix < W) ? plane[(long long)iy * W + ix] : T(0);
+            }
+        }
     }
 }
 
 /* The adjoint of im2col.  One thread per element of dx (N, C, H, W):
  *   t = ((n*C + c)*H + y)*W + x.
  * Pixel (y, x) was copied by tap (u, v) into output position (i, j) when
- * y = i*stride - padding + u, i.e. i = (y + padding - u) / stride must be a whole
- * number in [0, HO) (and the same for x, v, j).  The thread gathers those column
- * entries, u then v in order, as _col2im_cpu does: deterministic, no atomics. */
+ * y = i*stride - padding + u, i.e. u = y + padding - i*stride: the taps u that are
+ * congruent to y + padding modulo stride, each with i one less than the last, while
+ * 0 <= i < HO (and the same for x, v, j).  The thread gathers those column entries,
+ * u then v in order, as _col2im_cpu does: deterministic, no atomics. */
 template <typename T>
 __device__ void col2im(const T* __restrict__ cols, int N, int C, int H, int W, int KH, int KW,
                        int stride, int padding, int HO, int WO, T* __restrict__ dx)
 {
-    const long long ncols = (long long)N * HO * WO;
-    const long long total = (long long)N * C * H * W;
+    const long long ncols = (long long)N * HO * WO, hw = (long long)H * W;
+    const long long total = (long long)N * C * hw;
     for (long long t = first_index(); t < total; t += grid_stride()) {
-        const int x = (int)(t % W), y = (int)(t / W % H), c = (int)(t / ((long long)H * W) % C);
-        const int n = (int)(t / ((long long)C * H * W));
+        const long long nc = t / hw, pixel = t - nc * hw;
+        const int y = (int)(pixel / W), x = (int)(pixel - (long long)y * W);
+        const int n = (int)(nc / C), c = (int)(nc - (long long)n * C);
+        const int ry = y + padding, rx = x + padding;
         T sum = 0;
-        for (int u = 0; u < KH; ++u) {
-            const int ty = y + padding - u;
-            if (ty < 0 || ty % stride != 0 || ty / stride >= HO) continue;
-            const int i = ty / stride;
-            for (int v = 0; v < KW; ++v) {
-                const int tx = x + padding - v;
-                if (tx < 0 || tx % stride != 0 || tx / stride >= WO) continue;
-                const int j = tx / stride;
+        for (int u = ry % stride, i = ry / stride; u < KH && i >= 0; u += stride, --i) {
+            if (i >= HO) continue;
+            for (int v = rx % stride, j = rx / stride; v < KW && j >= 0; v += stride, --j) {
+                if (j >= WO) continue;
                 sum += cols[((long long)(c * KH + u) * KW + v) * ncols + ((long long)n * HO + i) * WO + j];
             }
         }

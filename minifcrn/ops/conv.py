@@ -84,7 +84,7 @@ def im2col(x, kh, kw, stride, padding):
     if kernel is None:
         _im2col_cpu(x, kh, kw, stride, padding, ho, wo, cols)
     else:
-        kernel(cols.size, xp.ascontiguousarray(x), n, c, h, w, kh, kw, stride, padding, ho, wo, cols)
+        kernel(c * n * ho * wo, xp.ascontiguousarray(x), n, c, h, w, kh, kw, stride, padding, ho, wo, cols)  # a thread per (c, column)
     return cols
 
 
