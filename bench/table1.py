@@ -17,6 +17,9 @@ continues) and, when it ends, appends one JSON line to ``bench/runs/table1.jsonl
 (``model``, ``variant``, ``N``, ``draw``, ``seed``, ``test_mae``, ``val_mae``,
 ``epochs``, ``wall_s``, ``device``, ...).  The table is made from those lines
 alone, so it can be filled over several sittings and regenerated at any time.
+A patch phase whose loss becomes NaN starts again from its initial weights at a
+third of the rate, at most twice (``MAX_RATE_CUTS``), each rate in a folder of
+its own; the row lists the rates that diverged (``diverged_lrs``).
 
 Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
 
@@ -87,6 +90,7 @@ MIN_DISTANCES = (1, 2, 3, 4, 5)
 MATCH_RADIUS = 5.0
 VGG = common.REPO_DIR.parent / "shared" / "data" / "vgg_cells"
 PATCHES = {"epochs": 10, "steps_per_epoch": 100, "lr": 0.3, "milestones": [8]}  # 1000 batches of 8
+MAX_RATE_CUTS = 2  # a patch phase whose loss becomes NaN starts again at a third of the rate, at most twice
 WHOLE_STEPS = 256  # whole-image steps in the fine-tuning phase (epochs = ceil(256 / N))
 VARIANTS = {
     "paper": {"finetune_lr": 0.003, "count_weight": 0.0},
@@ -197,8 +201,23 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     patch_folder = folder / ("patches" + (f"-x{times}" if times > 1 else "")
                              + (f"-jitter{patches['jitter']:g}" if patches.get("jitter") else "")
                              + (f"-zoom{patches['zoom']:g}" if patches.get("zoom") else ""))
-    first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), patch_folder,
-                resume=True, progress=progress)
+    diverged = []  # patch rates whose loss became NaN; each next try at a third of the rate, in its own folder
+    while True:
+        marker = patch_folder / "diverged.txt"  # so that a resumed run does not try that rate again
+        if not marker.exists():
+            try:
+                first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), patch_folder,
+                            resume=True, progress=progress)
+                break
+            except FloatingPointError as error:
+                patch_folder.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"{error}\n")
+        if len(diverged) == MAX_RATE_CUTS:
+            raise FloatingPointError(f"{run_key(model, variant, n, draw)}: the patch phase diverged at the rates "
+                                     f"{', '.join(f'{lr:g}' for lr in [*diverged, patches['lr']])}")
+        diverged.append(patches["lr"])
+        patches = {**patches, "lr": float(f"{patches['lr'] / 3:.6g}")}
+        patch_folder = patch_folder.with_name(f"{patch_folder.name.split('-lr')[0]}-lr{patches['lr']:g}")
     start, cut = whole.pop("start", "best"), whole.pop("cut", None)
     epochs = math.ceil(whole_steps * whole.pop("steps", 1) / n)
     cfg = TrainConfig(arch=model, seed=seed + 1, device=device, epochs=0, finetune_epochs=epochs,
@@ -217,7 +236,7 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
            "val_mae": second["best"]["val_mae"], "best_epoch": second["best"]["epoch"],
            "epochs": len(history), "train_s": round(sum(r["seconds"] for r in history), 1),
            "wall_s": round(time.perf_counter() - t0, 1), "device": device, "test_images": len(tests),
-           "train_images": len(train), "val_images": len(val),
+           "train_images": len(train), "val_images": len(val), "diverged_lrs": diverged,
            "recipe": {"patches": patches, "whole": {**VARIANTS[variant], "finetune_epochs": cfg.finetune_epochs,
                                                     "finetune_milestones": cfg.finetune_milestones}},
            "machine": common.machine_name(device), "date": common.now_iso(), "commit": commit}

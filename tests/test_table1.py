@@ -85,6 +85,37 @@ def test_killed_run_resumes_to_the_same_result(table1, tiny_vgg, tmp_path, monke
     assert whole["epochs"] == 2 + 1 and np.isfinite(whole["test_mae"])
 
 
+def test_a_diverged_patch_phase_starts_again_at_a_third_of_the_rate(table1, tiny_vgg, tmp_path, monkeypatch):
+    """The first patch phase's loss becomes NaN: the run goes on at lr / 3 in a folder of its own, says so in
+    its row, and a rerun neither tries the diverged rate again nor trains any more."""
+    import minifcrn.train as train
+    calls, loss = [0], train.training_loss
+
+    def nan_first(*args):
+        calls[0] += 1
+        return loss(*args) * float("nan") if calls[0] == 1 else loss(*args)
+
+    monkeypatch.setattr(train, "training_loss", nan_first)
+    runs = tmp_path / "r.jsonl"
+    row = table1.train_run("fcrn-a", "paper", 2, 4, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    run = tmp_path / "fcrn-a-n2-d4"
+    assert "loss became nan at epoch 1" in (run / "patches" / "diverged.txt").read_text()
+    assert (run / "patches-lr0.00333333" / "best.npz").exists()
+    assert row["diverged_lrs"] == [0.01] and row["recipe"]["patches"]["lr"] == 0.00333333
+    assert np.isfinite(row["test_mae"]) and row["epochs"] == 2 + 1
+
+    def never(*args):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train, "training_loss", never)
+    again = table1.train_run("fcrn-a", "paper", 2, 4, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+    assert again["test_mae"] == row["test_mae"] and again["diverged_lrs"] == [0.01]
+
+    monkeypatch.setattr(train, "training_loss", lambda *args: loss(*args) * float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged at the rates 0.01, 0.00333333, 0.00111111"):
+        table1.train_run("fcrn-a", "paper", 2, 3, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
+
+
 def test_variants_share_the_patch_phase(table1, tiny_vgg, tmp_path):
     runs = tmp_path / "runs.jsonl"
     first = table1.train_run("fcrn-a", "paper", 2, 1, data=tiny_vgg, work=tmp_path, runs_path=runs, **TINY)
