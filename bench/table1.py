@@ -562,7 +562,11 @@ def cmd_report(args):
         "Command: `python bench/table1.py train ...` then `python bench/table1.py report`; one JSON line per "
         "run in `bench/runs/table1.jsonl`",
         "Protocol: N training and N validation images drawn from 1-100 (N=64: the other 36 validate), five "
-        "draws seeded by (N, draw), the checkpoint of lowest validation MAE, tested on 101-200",
+        "draws seeded by (N, draw), the checkpoint of lowest validation MAE, tested on 101-200; a patch phase "
+        "whose loss becomes NaN starts again at a third of the rate (at most twice): "
+        + (", ".join(f"{r['model'].upper()} {r['variant']} N={r['N']} draw {r['draw']} diverged at "
+                     f"{', '.join(f'{lr:g}' for lr in r['diverged_lrs'])} and trained at {r['recipe']['patches']['lr']:g}"
+                     for r in runs.values() if r.get("diverged_lrs")) or "no run so far"),
         f"Budget per run: {PATCHES['epochs']} x {PATCHES['steps_per_epoch']} patch batches of 8x96x96 "
         f"(lr {PATCHES['lr']}, /10 at epoch {PATCHES['milestones'][0]}), then ceil({WHOLE_STEPS}/N) whole-image "
         f"epochs (lr {VARIANTS['paper']['finetune_lr']}); median training time per run (both phases, "
