@@ -86,8 +86,9 @@ def assert_matches(actual, expected, same_order=True):
 def assert_same_bits(actual, expected, nan_payloads=True):
     """Bit for bit (so -0 is not +0); ``nan_payloads=False`` asks only that NaNs stand where NaNs stand.
 
-    A GPU need not keep a NaN's payload: its float32 max (max.NaN, which the
-    compiler may use for ReLU's select) returns the canonical NaN 0x7fffffff.
+    A GPU need not keep a NaN's payload: PTX's float32 max.NaN, which the
+    compiler may make of ReLU's select, returns the canonical NaN 0x7fffffff
+    (the likeliest reason the H200 failed the float32 ReLU check, 2026-12-04).
     """
     for a, e in zip(actual, expected, strict=True):
         assert a.dtype == e.dtype and a.shape == e.shape
