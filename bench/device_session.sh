@@ -4,8 +4,9 @@
 # ran on it: the first GPU sitting, 2026-12-04, lost its second call's workers that way):
 #
 #   1. install; bench/gpu.py alone on the GPU (-> $OUT/gpu.log, gpu.json, RESULTS.md)
-#   2. every Table 1 FCRN-B `paper` run not yet stored, one process each, all at once on the one
-#      GPU (a stored run exits at once); on the H200 five at a time took about 3.3 min each
+#   2. every Table 1 FCRN-B `paper` run not yet stored, and at N=64 its `count-last-cut` after it,
+#      one process a draw, all at once on the one GPU (a stored run exits at once); on the H200
+#      five at a time took about 3.3 min each
 #   3. meanwhile the tests marked gpu (-> suite-gpu.log), under the hypothesis profile "gpu"
 #      (derandomised, fewer examples: a float64 finite-difference check is thousands of tiny
 #      launches on a GPU, and the same tests run with the full count on the CPU backends in CI),
@@ -41,8 +42,10 @@ cp bench/RESULTS.md "$OUT/RESULTS.md"
 
 mkdir -p "$LOGS"
 for n in 8 16 32 64; do
+    variants=paper
+    [ "$n" = 64 ] && variants="paper count-last-cut"  # the N=64 probe on every draw, from the same patch phase
     for draw in 0 1 2 3 4; do
-        python3 bench/table1.py train --model fcrn-b --variant paper --n "$n" --draws "$draw" \
+        python3 bench/table1.py train --model fcrn-b --variant $variants --n "$n" --draws "$draw" \
             --device cuda --quiet >"$LOGS/n$n-d$draw.log" 2>&1 </dev/null &
     done
 done
