@@ -65,14 +65,14 @@ def numpy_and_kernels(run, max_grid=backend.MAX_GRID_SIZE):
     return actual, expected
 
 
-def assert_matches(actual, expected, same_order=True, terms=None):
+def assert_matches(actual, expected, same_order=True, terms=0.0):
     """float64 to 1e-12 relative; float32 to ~1e-5 of the scale (each array's largest value).
 
     ``same_order=False`` allows for sums taken in another order (a GPU fuses
     multiply-adds; the NumPy conv2d for stride 1 uses other matrix products):
     float64 then to 1e-10 relative or 1e-12 of the scale.  ``terms``: the size of
     the terms an output adds up, when they can cancel to much less than
-    themselves (p + v in SGD): a fused multiply-add rounds once where NumPy rounds
+    themselves (w - d in SGD): a fused multiply-add rounds once where NumPy rounds
     twice, a difference of an ulp of the terms, not of the result, so the
     absolute tolerance is then 1e-14 (float64) or 1e-6 (float32) of ``terms``.
     """
@@ -82,9 +82,9 @@ def assert_matches(actual, expected, same_order=True, terms=None):
         scale = finite.max() if finite.size else 1.0
         if e.dtype == np.float64:
             np.testing.assert_allclose(a, e, rtol=1e-12 if same_order else 1e-10,
-                                       atol=max(0 if same_order else 1e-12 * scale, 1e-14 * (terms or 0)))
+                                       atol=max(0 if same_order else 1e-12 * scale, 1e-14 * terms))
         else:
-            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6 * max(scale, terms or 0))
+            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6 * max(scale, terms))
 
 
 def assert_same_bits(actual, expected, nan_payloads=True):
