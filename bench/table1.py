@@ -590,8 +590,9 @@ def cmd_report(args):
         "figure per cell, no std. The five draws train on different images, so an ensemble is not an N-image "
         "result: its members saw " + ", ".join(f"{k} (N={n})" for n, k in seen.items()) + " distinct training "
         "images of the 100 (and never a test image); it shows what averaging networks gains, not what N images give",
-        f"FCRN-B: {20 - len(b_missing)} of its 20 `paper` runs (4 N x 5 draws) stored so far"
-        + (f"; missing: {', '.join(f'N={n} draw {d}' for n, d in b_missing)}" if b_missing else "")
+        (f"FCRN-B: {20 - len(b_missing)} of its 20 `paper` runs (4 N x 5 draws) stored so far; missing: "
+         + ", ".join(f"N={n} draw {d}" for n, d in b_missing) if b_missing
+         else "FCRN-B: all 20 `paper` runs (4 N x 5 draws) stored")
         + ". Its training step is about 6-7x FCRN-A's on this 2-core CPU (3.2-3.9 s against 0.52-0.56 s at batch 8 "
         "of 96x96, 2026-12-03, with the fused up-sampling convolutions), about 75 minutes a run with testing; on "
         "an NVIDIA H200 (2026-12-04, `bench/device_session.sh`: five runs at a time sharing the GPU) about 3.3 "
