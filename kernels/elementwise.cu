@@ -11,8 +11,8 @@
 __device__ __forceinline__ long long first_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long long grid_stride() { return (long long)blockDim.x * gridDim.x; }
 
-/* ReLU as NumPy's maximum(x, 0): NaN stays NaN, -0 becomes +0.  (The compiler makes this a
- * NaN-propagating max, which returns the canonical NaN, not x's payload.) */
+/* ReLU as NumPy's maximum(x, 0): NaN stays NaN, -0 becomes +0.  (A NaN's payload may not: for
+ * float32 an H200 returned the canonical NaN 0x7fffffff, as a NaN-propagating max instruction does.) */
 template <typename T>
 __device__ __forceinline__ T relu(T v) { return (v > 0 || v != v) ? v : T(0); }
 

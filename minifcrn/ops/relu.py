@@ -6,7 +6,7 @@
 Only the output y is saved.  At x = 0 the gradient is 0.  NaN stays NaN
 forward; its gradient is 0.  As NumPy's ``maximum(x, 0)``, relu(-0) = +0;
 ``relu_forward`` in ``kernels/elementwise.cu`` gives the same bits, but for a
-NaN's payload (the GPU returns its canonical NaN, 0x7fffffff).  The
+NaN's payload (an H200 gave float32's canonical NaN, 0x7fffffff).  The
 backward is a product, dy * [y > 0], so a NaN or inf in dy stays non-finite
 where y > 0 and becomes NaN (0 * inf) or stays NaN elsewhere, on every path.
 On the CPU forward and backward are each one parallel Numba pass
