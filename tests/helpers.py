@@ -1,4 +1,4 @@
-"""Test tooling: finite-difference gradient checks and plain-loop reference ops."""
+"""Test tooling: finite-difference gradient checks, plain-loop reference ops, bitwise comparison."""
 from __future__ import annotations
 
 import math
@@ -123,3 +123,17 @@ def load_bench_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_same_bits(actual, expected, nan_payloads=True):
+    """Bit for bit (so -0 is not +0); ``nan_payloads=False`` asks only that NaNs stand where NaNs stand.
+
+    A GPU need not keep a NaN's payload: for float32 NaNs an H200 ran ReLU's
+    select to the canonical NaN 0x7fffffff, as PTX's max.NaN returns (2026-12-04).
+    """
+    for a, e in zip(actual, expected, strict=True):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        if not nan_payloads:
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+            a, e = a[~np.isnan(a)], e[~np.isnan(e)]
+        np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), e.view(f"u{e.itemsize}"))

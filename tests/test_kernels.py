@@ -35,6 +35,7 @@ from minifcrn.backend import emulate_cuda, find_kernel, to_device
 from minifcrn.ops.conv import col2im, im2col
 from minifcrn.ops.pool import max_pool2d_forward
 from minifcrn.testing.emulator import asan_environment, asan_runtime, compile_library, parse_kernels
+from helpers import assert_same_bits
 
 KERNEL_DIR = Path(str(resources.files("minifcrn.kernels")))
 KERNEL_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
@@ -85,21 +86,6 @@ def assert_matches(actual, expected, same_order=True, terms=0.0):
                                        atol=max(0 if same_order else 1e-12 * scale, 1e-14 * terms))
         else:
             np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6 * max(scale, terms))
-
-
-def assert_same_bits(actual, expected, nan_payloads=True):
-    """Bit for bit (so -0 is not +0); ``nan_payloads=False`` asks only that NaNs stand where NaNs stand.
-
-    A GPU need not keep a NaN's payload: PTX's float32 max.NaN, which the
-    compiler may make of ReLU's select, returns the canonical NaN 0x7fffffff
-    (the likeliest reason the H200 failed the float32 ReLU check, 2026-12-04).
-    """
-    for a, e in zip(actual, expected, strict=True):
-        assert a.dtype == e.dtype and a.shape == e.shape
-        if not nan_payloads:
-            np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
-            a, e = a[~np.isnan(a)], e[~np.isnan(e)]
-        np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), e.view(f"u{e.itemsize}"))
 
 
 def test_assert_same_bits_forgives_nan_payloads_only_when_asked():
