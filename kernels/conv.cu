@@ -3,7 +3,7 @@
  * Conventions shared by every file in kernels/:
  *  - Naming: each kernel is a __device__ template written once and exported twice,
  *    as extern "C" <name>_f32 (T = float) and <name>_f64 (T = double), so that
- *    CuPy's RawModule and the CPU emulator (minifcrn/testing/emulator.py) find
+ *    CuPy's RawModule and the CPU emulator (minifcrn/backend/emulated.py) find
  *    it by a plain, unmangled name.
  *  - Arguments: input arrays, then sizes and scalars, then the arrays written.
  *    Integer scalars are `int` (pass numpy.int32); products of sizes that could

@@ -1,5 +1,5 @@
 /* cuda_emulator.h: just enough of CUDA C++ for g++ to compile minifcrn's
- * kernels, unchanged, into a CPU shared library (see minifcrn/testing/emulator.py):
+ * kernels, unchanged, into a CPU shared library (see minifcrn/backend/emulated.py):
  *
  *     g++ -x c++ -include cuda_emulator.h -shared -fPIC conv.cu launchers.cpp
  *

@@ -8,6 +8,9 @@ with the gradient of its output and sums the gradients flowing into every
 input (a tensor used twice receives both contributions).  Leaves that require
 a gradient accumulate it into ``.grad`` (a raw array); the graph, with every
 buffer a ``forward`` saved, is released as soon as it has been used.
+
+This module knows no op: ``minifcrn.ops.arithmetic`` gives ``Tensor`` its
+operators (+, -, *, /, indexing, sum, mean, reshape) when it is imported.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import threading
 import numpy as np
 
 from minifcrn import backend
+
 
 class _GradMode(threading.local):
     """Whether recording is on, per thread: one thread's ``no_grad`` (say a Dask worker's)
@@ -179,26 +183,6 @@ class Tensor:
                     pending[key] = g if key not in pending else pending[key] + g
             fn.release()
 
-    # -- arithmetic (NumPy broadcasting; Python numbers take the tensor's dtype) ----
-    def __add__(self, other): return arithmetic.add(self, other)
-    def __radd__(self, other): return arithmetic.add(other, self)
-    def __sub__(self, other): return arithmetic.sub(self, other)
-    def __rsub__(self, other): return arithmetic.sub(other, self)
-    def __mul__(self, other): return arithmetic.mul(self, other)
-    def __rmul__(self, other): return arithmetic.mul(other, self)
-    def __truediv__(self, other): return arithmetic.div(self, other)
-    def __rtruediv__(self, other): return arithmetic.div(other, self)
-    def __neg__(self): return arithmetic.neg(self)
-    def __getitem__(self, index): return arithmetic.getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False): return arithmetic.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return arithmetic.mean(self, axis, keepdims)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return arithmetic.reshape(self, shape)
-
 
 def _accumulate(leaf: Tensor, grad, owned=False):
     """``leaf.grad += grad``; a first gradient is copied unless ``owned`` (nothing else holds it)."""
@@ -255,6 +239,3 @@ def as_tensor(x, like=()) -> Tensor:
         return tensor(x)
     xp = backend.get_array_module(ref.data)
     return Tensor(xp.asarray(x, dtype=ref.dtype))
-
-
-from minifcrn.ops import arithmetic  # noqa: E402  (the operators above call into it)

@@ -16,7 +16,7 @@ import io
 
 import numpy as np
 
-from minifcrn.data.images import InputError
+from minifcrn.errors import InputError
 
 ORANGE, SKY_BLUE = "#E69F00", "#56B4E9"  # Okabe & Ito (2008), distinct under every colour-vision deficiency
 INSTALL = "pip install 'minifcrn[viz]' (or pip install matplotlib)"

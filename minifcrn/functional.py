@@ -1,13 +1,14 @@
-"""The public ops on tensors (NCHW).  Each builds one ``Function`` from ``minifcrn.ops``."""
+"""The public ops on tensors (NCHW).  Each builds one ``Function`` from ``minifcrn.ops``
+(or, for the fused up-sampling convolution, from the CPU fast path ``minifcrn.cpu``)."""
 from __future__ import annotations
 
+from minifcrn.cpu.upsample_conv import UpsampleConv2d
 from minifcrn.ops.arithmetic import pad2d  # noqa: F401  (zero padding of H and W)
 from minifcrn.ops.conv import Conv2d
 from minifcrn.ops.loss import MSELoss
 from minifcrn.ops.pool import MaxPool2d
 from minifcrn.ops.relu import ReLU
 from minifcrn.ops.upsample import UpsampleBilinear
-from minifcrn.ops.upsample_conv import UpsampleConv2d
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -27,8 +28,8 @@ def upsample_bilinear(x, scale_factor=2):
 
 
 def upsample_conv2d(x, weight, bias=None):
-    """conv2d(upsample_bilinear(x, 2), weight, bias, padding=2) for a 5x5 weight, in one op
-    (16 taps per output instead of 25; see ``minifcrn/ops/upsample_conv.py``)."""
+    """conv2d(upsample_bilinear(x, 2), weight, bias, padding=k // 2) for a k x k weight, k = 3 or 5,
+    in one op (at 5x5, 16 taps per output instead of 25; see ``minifcrn/cpu/upsample_conv.py``)."""
     fn = UpsampleConv2d()
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 

@@ -1,8 +1,8 @@
 """Weight initialisation.
 
-``orthogonal`` follows Saxe et al. (2014): a convolution weight (O, C, kh, kw)
-is viewed as the matrix (O, C*kh*kw); it is filled with the Q factor of the QR
-decomposition of a Gaussian matrix, signs fixed by the diagonal of R so the
+``orthogonal_array`` (and ``orthogonal_``, in place) follow Saxe et al. (2014):
+a convolution weight (O, C, kh, kw) is viewed as the matrix (O, C*kh*kw); it is
+filled with the Q factor of the QR decomposition of a Gaussian matrix, signs fixed by the diagonal of R so the
 distribution is uniform (Haar), and scaled by ``gain``.  Rows are orthonormal
 when O <= C*kh*kw, columns otherwise.
 """
@@ -31,9 +31,4 @@ def orthogonal_(tensor: Tensor, gain=1.0, rng=None) -> Tensor:
     """Fill ``tensor`` in place with an orthogonal matrix (see ``orthogonal_array``)."""
     values = orthogonal_array(tensor.shape, gain, rng, tensor.dtype)
     tensor.data[...] = to_device(values, tensor.device)
-    return tensor
-
-
-def zeros_(tensor: Tensor) -> Tensor:
-    tensor.data[...] = 0
     return tensor

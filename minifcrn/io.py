@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minifcrn.data.images import InputError, is_positive
+from minifcrn.errors import InputError, is_positive
 
 WEIGHTS_FORMAT = "minifcrn-weights-1"
 CHECKPOINT_FORMAT = "minifcrn-checkpoint-1"

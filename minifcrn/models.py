@@ -3,7 +3,8 @@
 Each network is a plain list of named layers, as in MatConvNet's simplenn.
 Convolutions are 'same' (padding k // 2), each followed by a ReLU except the
 last, a linear 1x1 convolution to one density channel.  Down-sampling is 2x2
-max-pooling; up-sampling is bilinear x2 followed by a trainable convolution.
+max-pooling; up-sampling is bilinear x2 followed by a trainable convolution,
+one layer (``nn.UpsampleConv2d``, named for its convolution).
 
 FCRN-A: 3x3 kernels everywhere, a pool after each of the first three convs::
 
@@ -40,24 +41,19 @@ import numpy as np
 
 from minifcrn import functional as F
 from minifcrn import nn
+from minifcrn.autograd import tensor
 
 ARCHITECTURES = ("fcrn-a", "fcrn-b")
 
-# (kind, out_channels, kernel) per layer; every "conv" but the last is followed by a ReLU.
+# (kind, out_channels, kernel) per layer; "up" is an up-sampling and its convolution.  Every
+# convolution but the last is followed by a ReLU.
 _SPECS = {
     "fcrn-a": [("conv", 32, 3), ("pool",), ("conv", 64, 3), ("pool",), ("conv", 128, 3), ("pool",),
-               ("conv", 512, 3), ("up",), ("conv", 128, 3), ("up",), ("conv", 64, 3), ("up",),
-               ("conv", 32, 3), ("conv", 1, 1)],
+               ("conv", 512, 3), ("up", 128, 3), ("up", 64, 3), ("up", 32, 3), ("conv", 1, 1)],
     "fcrn-b": [("conv", 32, 3), ("conv", 64, 3), ("pool",), ("conv", 128, 3), ("conv", 256, 3), ("pool",),
-               ("conv", 256, 3), ("conv", 256, 3), ("up",), ("conv", 256, 5), ("up",), ("conv", 64, 5),
-               ("conv", 1, 1)],
+               ("conv", 256, 3), ("conv", 256, 3), ("up", 256, 5), ("up", 64, 5), ("conv", 1, 1)],
 }
 ENCODER_END = {"fcrn-a": "relu4", "fcrn-b": "relu6"}
-
-
-def _fusable(conv):
-    o, c, k, _ = conv.weight.shape
-    return conv.stride == 1 and conv.padding == k // 2 and (k == 5 or (k == 3 and c <= 2 * o))
 
 
 class FCRN(nn.Module):
@@ -73,28 +69,20 @@ class FCRN(nn.Module):
         channels, index, pools = self.in_channels, 0, 0
         spec = _SPECS[arch]
         for k, (kind, *args) in enumerate(spec):
-            if kind == "conv":
-                index += 1
-                out, size = args
-                self.layers.append((f"conv{index}", nn.Conv2d(channels, out, size, padding=size // 2, rng=rng,
-                                                              dtype=dtype, initialize=initialize)))
-                if k < len(spec) - 1:
-                    self.layers.append((f"relu{index}", nn.ReLU()))
-                channels = out
-            elif kind == "pool":
+            if kind == "pool":
                 pools += 1
                 self.layers.append((f"pool{pools}", nn.MaxPool2d(2)))
-            else:
-                self.layers.append((f"up{index + 1}", nn.UpsampleBilinear(2)))
+                continue
+            index += 1
+            out, size = args
+            layer = nn.Conv2d(channels, out, size, padding=size // 2, rng=rng, dtype=dtype,
+                              initialize=initialize) if kind == "conv" else \
+                nn.UpsampleConv2d(channels, out, size, rng=rng, dtype=dtype, initialize=initialize)
+            self.layers.append((f"conv{index}", layer))
+            if k < len(spec) - 1:
+                self.layers.append((f"relu{index}", nn.ReLU()))
+            channels = out
         self.divisor = 2 ** pools
-        # On the CPU an x2 up-sampling and the 'same' convolution after it run as one op (the same
-        # function; ops/upsample_conv.py) unless asked for alone: at 5x5 (16 taps an output instead
-        # of 25), and at 3x3 where the convolution at most halves the channels (FCRN-A's conv6 and
-        # conv7: 0.5-0.9x the time, forward and backward, batch 8 of 96x96 and 1024x1024; its
-        # conv5, 512 -> 128, ran 1.3-1.9x slower in training, 2026-12-03).  On a GPU the layers
-        # run one by one until the fused op is measured there (it runs and is tested there).
-        self.fused = {up for (up, layer), (_, conv) in zip(self.layers, self.layers[1:])
-                      if isinstance(layer, nn.UpsampleBilinear) and layer.scale_factor == 2 and _fusable(conv)}
 
     def named_children(self):
         return list(self.layers)
@@ -102,6 +90,11 @@ class FCRN(nn.Module):
     @property
     def layer_names(self):
         return [name for name, _ in self.layers]
+
+    @property
+    def fused(self) -> set:
+        """The names of the up-sampling convolutions that run as one fused op."""
+        return {name for name, layer in self.layers if getattr(layer, "fused", False)}
 
     def forward(self, x, upto=None):
         """The density map of x, or the output of layer ``upto`` (on the padded input)."""
@@ -113,13 +106,8 @@ class FCRN(nn.Module):
         h, w = x.shape[2], x.shape[3]
         ph, pw = -h % self.divisor, -w % self.divisor
         y = F.pad2d(x, 0, ph, 0, pw) if ph or pw else x
-        layers = iter(self.layers)
-        for name, layer in layers:
-            if name in self.fused and name != upto and y.device == "cpu":
-                name, conv = next(layers)
-                y = F.upsample_conv2d(y, conv.weight, conv.bias)
-            else:
-                y = layer(y)
+        for name, layer in self.layers:
+            y = layer(y)
             if name == upto:
                 return y
         return y[:, :, :h, :w] if ph or pw else y
@@ -151,14 +139,12 @@ def receptive_field(model: FCRN, upto=None, size=160, trials=6, seed=0) -> int:
     sends the gradient to one input per window, the non-zero input gradients of
     several random positive images are united.  Returns the height of their span.
     """
-    import minifcrn as mf
-
     probe = FCRN(model.arch, model.in_channels, dtype=np.float64, initialize=False)
     probe.load_state_dict({k: np.abs(v) + 1e-3 for k, v in model.state_dict().items()})
     rng = np.random.default_rng(seed)
     touched = np.zeros((size, size), bool)
     for _ in range(trials):
-        x = mf.tensor(rng.uniform(0.5, 1.5, (1, model.in_channels, size, size)), requires_grad=True)
+        x = tensor(rng.uniform(0.5, 1.5, (1, model.in_channels, size, size)), requires_grad=True)
         y = probe(x, upto=upto)
         onehot = np.zeros(y.shape)
         onehot[0, 0, y.shape[2] // 2, y.shape[3] // 2] = 1.0

@@ -1,6 +1,10 @@
 """Layers: a ``Module`` holds parameters (leaf tensors that require grad) and
 sub-modules; calling it runs ``forward``.  ``Sequential`` is the network as a
-plain list of layers, as in MatConvNet's ``vl_simplenn``."""
+plain list of layers, as in MatConvNet's ``vl_simplenn``.
+
+``UpsampleConv2d`` is a decoder stage, bilinear x2 up-sampling then a 'same'
+convolution, as one layer: where it pays, it runs them as one fused op on the CPU
+(chosen when the layer is moved to a device, ``to``)."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -21,8 +25,6 @@ class Parameter(Tensor):
 
 
 class Module:
-    training = True
-
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
@@ -71,15 +73,12 @@ class Module:
         device = check_device(device)
         for p in self.parameters():
             p.data, p.grad = to_device(p.data, device), None
-        return self
-
-    def train(self, mode=True):
         for m in self.modules():
-            m.training = mode
+            m.placed_on(device)
         return self
 
-    def eval(self):
-        return self.train(False)
+    def placed_on(self, device: str):
+        """Called by ``to`` on every module once its parameters are on ``device``."""
 
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
@@ -135,6 +134,36 @@ class UpsampleBilinear(Module):
         return f"UpsampleBilinear({self.scale_factor})"
 
 
+class UpsampleConv2d(Conv2d):
+    """Bilinear x2 up-sampling, then a 'same' k x k convolution (k odd): one decoder stage.
+
+    On the CPU the two run as one op (``F.upsample_conv2d``, 16 taps an output instead of 25
+    at 5x5) where that is faster: at 5x5, and at 3x3 where the convolution at most halves the
+    channels (``fusable``; bench/notes/design-measurements.md has the measurements).  ``fused`` says whether it
+    does; ``to(device)`` sets it, and a test may too.  On a GPU the two run one by one until
+    the fused op is measured faster there (it runs and is tested there).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, rng=None, dtype=np.float32, initialize=True):
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, rng=rng,
+                         dtype=dtype, initialize=initialize)
+        o, c, k, _ = self.weight.shape
+        self.fusable = k == 5 or (k == 3 and c <= 2 * o)
+        self.placed_on("cpu")
+
+    def placed_on(self, device):
+        self.fused = self.fusable and device == "cpu"
+
+    def forward(self, x):
+        if self.fused:
+            return F.upsample_conv2d(x, self.weight, self.bias)
+        return F.conv2d(F.upsample_bilinear(x, 2), self.weight, self.bias, 1, self.padding)
+
+    def __repr__(self):
+        o, c, k, _ = self.weight.shape
+        return f"UpsampleConv2d({c}, {o}, kernel_size={k}{', fused' if self.fused else ''})"
+
+
 class Sequential(Module):
     """Layers applied in order; layer i is named str(i) in parameter names."""
 
@@ -160,4 +189,4 @@ class Sequential(Module):
         return f"Sequential(\n{body}\n)"
 
 
-__all__ = ["Module", "Parameter", "Conv2d", "ReLU", "MaxPool2d", "UpsampleBilinear", "Sequential"]
+__all__ = ["Module", "Parameter", "Conv2d", "ReLU", "MaxPool2d", "UpsampleBilinear", "UpsampleConv2d", "Sequential"]

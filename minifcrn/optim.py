@@ -1,4 +1,4 @@
-"""Momentum SGD exactly as the paper's eq. 3, and a step learning-rate schedule.
+"""Momentum SGD exactly as the paper's eq. 3, and the step learning-rate schedule.
 
 For every parameter w with gradient g, momentum beta, learning rate alpha and
 weight decay lam, one ``step()`` does
@@ -76,19 +76,7 @@ class SGD:
         return self
 
 
-class StepLR:
-    """lr = base_lr * gamma ** (number of milestones <= epoch): divide by 10 at each milestone."""
-
-    def __init__(self, optimizer: SGD, milestones, gamma=0.1):
-        self.optimizer, self.gamma = optimizer, gamma
-        self.milestones = sorted(int(m) for m in milestones)
-        self.base_lr = optimizer.lr
-        self.epoch = 0
-
-    def lr_at(self, epoch: int) -> float:
-        return self.base_lr * self.gamma ** sum(m <= epoch for m in self.milestones)
-
-    def step(self):
-        """Call once at the end of every epoch."""
-        self.epoch += 1
-        self.optimizer.lr = self.lr_at(self.epoch)
+def step_lr(base_lr: float, milestones, epoch: int, gamma: float = 0.1) -> float:
+    """The step schedule: base_lr * gamma ** (number of milestones <= epoch), epochs counted from 0
+    (with gamma 0.1, the rate divided by 10 at each milestone)."""
+    return base_lr * gamma ** sum(int(m) <= epoch for m in milestones)

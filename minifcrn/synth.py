@@ -23,19 +23,18 @@ which made the VGG cells set.  One image is built in five steps:
    clipped and rounded to 8 or 16 bits.
 
 Everything is drawn from one ``numpy.random.Generator``: the same seed gives
-the same image.  A 256x256 image with 200 nuclei takes a few milliseconds
-(``bench/synth.py``).
+the same image (how fast: ``python bench/synthetic.py speed``, in bench/RESULTS.md).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-from numba import njit
 from scipy import ndimage
 
-from minifcrn.data.images import InputError, is_positive
+from minifcrn.backend.jit import njit
 from minifcrn.data.samples import Sample
+from minifcrn.errors import InputError, is_positive
 
 HARMONICS = (2, 3, 4)
 
@@ -85,6 +84,15 @@ class SynthConfig:
                     and not is_positive(getattr(self, f.name), or_zero=True)]
         if negative:
             raise InputError(f"synth: {negative[0]} must be a finite number >= 0, got {getattr(self, negative[0])!r}")
+
+    @classmethod
+    def sized(cls, width, height, cells=None, **settings) -> SynthConfig:
+        """The default look at ``width`` x ``height``; ``cells`` (lo, hi) defaults to the default
+        range scaled by the area, so that the cells per pixel stay as they are."""
+        d = cls()
+        area = width * height / (d.width * d.height)
+        cells = tuple(cells) if cells is not None else tuple(round(c * area) for c in d.cells)
+        return cls(width=width, height=height, cells=cells, **settings)
 
     def without(self, *components: str) -> SynthConfig:
         """This configuration with components switched off (for ablations): see ``COMPONENTS``."""
@@ -261,7 +269,7 @@ def illumination_field(rng, shape, waves: int = 3) -> np.ndarray:
     return field / waves
 
 
-@njit(cache=True)
+@njit()
 def draw_nuclei(canvas, texture, centres, major, minor, angle, harmonics, phases, brightness, shading):
     """Add each nucleus to ``canvas`` (H, W), pixel by pixel over its bounding box.
 

@@ -20,25 +20,38 @@ settings.register_profile("dev", max_examples=60, **_common)
 settings.register_profile("gpu", derandomize=True, max_examples=15, print_blob=True, **_common)  # device time is scarce
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-BACKENDS = ["cpu", "cuda-emulated", pytest.param("cuda", marks=pytest.mark.gpu)]
+ALL_PATHS = ("reference", "cpu-fast", "cuda-emulated", "cuda")
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc):
+    """Every test that takes ``device`` runs once per code path it can tell apart: all four by
+    default, fewer where a ``paths`` marker says the code under test has no other (an op with no
+    CPU fast path runs the reference loops on "cpu-fast" too, and plain array code runs the
+    same NumPy on every CPU path)."""
+    if "device" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("paths")
+    names = marker.args if marker else ALL_PATHS
+    unknown = set(names) - set(ALL_PATHS)
+    assert not unknown, f"unknown paths {unknown}"
+    metafunc.parametrize("device", [pytest.param(n, marks=pytest.mark.gpu) if n == "cuda" else n for n in names],
+                         indirect=True)
+
+
+@pytest.fixture
 def device(request):
-    """Every op test runs once per backend; yields the device name to create tensors on.
+    """The device name to create tensors on, with NumPy arrays' path set for the test:
 
-    cpu            NumPy arrays, Numba loops
+    reference      NumPy arrays, the Numba loops that mirror the CUDA kernels
+    cpu-fast       NumPy arrays, the CPU fast paths of minifcrn/cpu/ (the default outside tests)
     cuda-emulated  NumPy arrays, the CUDA kernels of kernels/*.cu compiled for the CPU
     cuda           CuPy arrays on a GPU, the same kernels compiled by CuPy (skipped without one)
     """
-    name = request.param
-    if name == "cuda":
+    path = request.param
+    if path == "cuda":
         if not _backend.cuda_available():
             pytest.skip("no CUDA GPU with CuPy here")
         yield "cuda"
-    elif name == "cuda-emulated":
-        with _backend.emulate_cuda():
-            yield "cpu"
-    else:
-        with _backend.emulate_cuda(False):
-            yield "cpu"
+        return
+    with _backend.use_path(path):
+        yield "cpu"

@@ -1,4 +1,4 @@
-"""The CPU emulator of CUDA kernels (minifcrn.testing.emulator): launch
+"""The CPU emulator of CUDA kernels (minifcrn.backend.emulated): launch
 geometry, argument passing and checking, parsing, the build cache, and
 AddressSanitizer catching an out-of-bounds kernel."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minifcrn.testing import emulator
-from minifcrn.testing.emulator import Emulator, Param, compile_library, parse_kernels
+from minifcrn.backend import emulated as emulator
+from minifcrn.backend.emulated import Emulator, Param, compile_library, parse_kernels
 
 pytestmark = pytest.mark.skipif(shutil.which(emulator.CXX) is None, reason="the CUDA emulator needs g++")
 
@@ -210,7 +210,7 @@ def test_libraries_are_cached_by_content(tmp_path, monkeypatch):
 def test_two_processes_building_at_once_both_succeed(tmp_path):
     source = tmp_path / "toy.cu"
     source.write_text(TOY)
-    script = f"from minifcrn.testing.emulator import compile_library; print(compile_library({str(source)!r}))"
+    script = f"from minifcrn.backend.emulated import compile_library; print(compile_library({str(source)!r}))"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     builds = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
               for _ in range(2)]
@@ -235,7 +235,7 @@ def test_address_sanitizer_catches_an_out_of_bounds_write(tmp_path):
     compile_library(source, sanitize=True)
     script = textwrap.dedent(f"""
         import numpy as np
-        from minifcrn.testing.emulator import Emulator
+        from minifcrn.backend.emulated import Emulator
         mod = Emulator({str(source)!r}, sanitize=True)
         out = np.zeros(1000, np.float32)
         mod.get_function("write_in_bounds")((4,), (256,), (out, np.int32(out.size)))

@@ -1,12 +1,11 @@
 """Every CUDA kernel in kernels/*.cu against the NumPy/Numba path.
 
-* Emulated (no GPU needed): the public ops run twice, with CUDA emulation off
-  (Numba loops) and on (the unchanged .cu sources compiled for the CPU by
-  minifcrn.testing.emulator), on hypothesis-drawn shapes.  float64 must agree
-  to 1e-12 relative (in practice bit for bit: same formulas, same order of
-  summation), float32 closely.  NumPy's conv2d takes its own route for
-  stride 1, so im2col and col2im are also compared directly with the Numba
-  loops they mirror.  Capping the grid at 1 or 3 blocks makes the kernels'
+* Emulated (no GPU needed): the public ops run twice, on the "reference" path
+  (the Numba loops) and on "cuda-emulated" (the unchanged .cu sources compiled
+  for the CPU by minifcrn.backend.emulated), on hypothesis-drawn shapes.
+  float64 must agree to 1e-12 relative (in practice bit for bit: same formulas,
+  same order of summation), float32 closely; im2col and col2im are also
+  compared directly with the Numba loops they mirror.  Capping the grid at 1 or 3 blocks makes the kernels'
   grid-stride loops do the work.
 * AddressSanitizer: every kernel file built with -fsanitize=address and run
   through the ops in a subprocess with libasan preloaded.
@@ -26,16 +25,18 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from helpers import assert_same_bits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes
 
 import minifcrn as mf
-from minifcrn import backend, functional as F, nn, optim
+from minifcrn import backend, nn, optim
+from minifcrn import functional as F
 from minifcrn.backend import emulate_cuda, find_kernel, to_device
+from minifcrn.backend.emulated import asan_environment, asan_runtime, compile_library, parse_kernels
 from minifcrn.ops.conv import col2im, im2col
 from minifcrn.ops.pool import max_pool2d_forward
-from minifcrn.testing.emulator import asan_environment, asan_runtime, compile_library, parse_kernels
-from helpers import assert_same_bits
 
 KERNEL_DIR = Path(str(resources.files("minifcrn.kernels")))
 KERNEL_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
@@ -58,8 +59,9 @@ def kernel_names(filename: str) -> list[str]:
 
 
 def numpy_and_kernels(run, max_grid=backend.MAX_GRID_SIZE):
-    """``run()`` on the NumPy/Numba path, then on the emulated kernels with at most ``max_grid`` blocks."""
-    with emulate_cuda(False):
+    """``run()`` on the reference path (the Numba mirrors), then on the emulated kernels with at most
+    ``max_grid`` blocks."""
+    with backend.use_path("reference"):
         expected = run()
     with emulate_cuda(), mock.patch.object(backend, "MAX_GRID_SIZE", max_grid):
         actual = run()
@@ -190,8 +192,9 @@ def test_ops_launch_their_kernels_only_when_emulating(monkeypatch):
         F.mse_loss(y, mf.tensor(np.zeros(y.shape, np.float32))).backward()
         optim.SGD(conv.parameters(), lr=0.1).step()
 
-    with emulate_cuda(False):
-        train_step()
+    for path in ("reference", "cpu-fast"):
+        with backend.use_path(path):
+            train_step()
     assert launched == []
     with emulate_cuda():
         train_step()
@@ -206,13 +209,14 @@ def test_find_kernel_follows_device_emulation_and_dtype():
         find_kernel(x, "elementwise.cu", "relu_forward")
 
 
-@pytest.mark.parametrize("value, mode", [("", "off"), ("0", "off"), ("1", "on"), ("asan", "asan")])
+@pytest.mark.parametrize("value, mode", [("", ("cpu-fast", False)), ("0", ("cpu-fast", False)),
+                                         ("1", ("cuda-emulated", False)), ("asan", ("cuda-emulated", True))])
 def test_emulation_can_be_switched_on_by_environment(monkeypatch, value, mode):
     monkeypatch.setenv(backend.EMULATE_ENV, value)
-    assert backend._emulation_from_env() == mode
+    assert backend._path_from_env() == mode
     monkeypatch.setenv(backend.EMULATE_ENV, "yes")
     with pytest.raises(ValueError, match="must be 0, 1 or asan"):
-        backend._emulation_from_env()
+        backend._path_from_env()
 
 
 @needs_gxx

@@ -3,11 +3,12 @@ forward against a plain-loop reference, edge cases and bad input.  Written once,
 run on every backend through the ``device`` fixture."""
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from helpers import assert_same_bits, conv2d_loops, gradcheck, max_pool2d_loops, upsample_bilinear_loops
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import minifcrn as mf
 import minifcrn.functional as F
-from helpers import assert_same_bits, conv2d_loops, gradcheck, max_pool2d_loops, upsample_bilinear_loops
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -163,7 +164,7 @@ def test_max_pool2d_bad_input(device, shape, k, s, match):
         F.max_pool2d(mf.tensor(np.zeros(shape), device=device), k, s)
 
 
-# -- upsample_conv2d (bilinear x2, then a 5x5 conv2d, fused) ------------------------------------
+# -- upsample_conv2d (bilinear x2, then a 3x3 or 5x5 conv2d, fused) -----------------------------
 
 upconv_cases = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3),  # N, C, O
                          st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 5]),  # H, W, k
@@ -174,13 +175,11 @@ def upsample_then_conv_loops(x, w, b):
     return conv2d_loops(upsample_bilinear_loops(x, 2), w, b, 1, w.shape[-1] // 2)
 
 
-@pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
 @given(upconv_cases)
-def test_upsample_conv2d_is_upsample_then_conv(device, monkeypatch, direct_max_k, case):
+def test_upsample_conv2d_is_upsample_then_conv(device, case):
     """Four 4x4 phase convolutions and the border ring equal up-sampling then convolving,
-    values and gradients, down to a 1x1 input (where all four edges meet)."""
-    from minifcrn.ops import conv
-    monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
+    values and gradients, down to a 1x1 input (where all four edges meet).  (On the "cpu-fast"
+    path with the convolution's direct loops; tests/test_cpu_fast.py runs it per tap.)"""
     n, c, o, h, w, k, with_bias, seed = case
     rng = np.random.default_rng(seed)
     arrays = [rand(rng, n, c, h, w), rand(rng, o, c, k, k)] + ([rand(rng, o)] if with_bias else [])
@@ -223,6 +222,7 @@ up_cases = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 6), st
                      st.integers(1, 4), seeds)
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 @given(up_cases)
 def test_upsample_bilinear_gradient(device, case):
     n, c, h, w, f, seed = case
@@ -230,6 +230,7 @@ def test_upsample_bilinear_gradient(device, case):
     gradcheck(lambda t: F.upsample_bilinear(t, f), [x], device=device, seed=seed)
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 @given(up_cases)
 def test_upsample_bilinear_matches_loops(device, case):
     n, c, h, w, f, seed = case
@@ -238,6 +239,7 @@ def test_upsample_bilinear_matches_loops(device, case):
     np.testing.assert_allclose(got, upsample_bilinear_loops(x, f), rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 def test_upsample_bilinear_known_values(device):
     """x2 of [0, 1] samples at -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to the last pixel)."""
     y = run(lambda t: F.upsample_bilinear(t, 2), np.array([[[[0.0, 1.0]]]]), device=device)
@@ -245,11 +247,13 @@ def test_upsample_bilinear_known_values(device):
     np.testing.assert_allclose(y[0, 0, 1], [0.0, 0.25, 0.75, 1.0])
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 def test_upsample_bilinear_1x1(device):
     y = run(lambda t: F.upsample_bilinear(t, 3), np.full((1, 1, 1, 1), 2.5), device=device)
     np.testing.assert_array_equal(y, np.full((1, 1, 3, 3), 2.5))
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 @pytest.mark.parametrize("f", [0, -2, 1.5, "2", True])
 def test_upsample_bilinear_bad_factor(device, f):
     with pytest.raises(ValueError, match="scale_factor must be an integer >= 1"):
@@ -258,6 +262,7 @@ def test_upsample_bilinear_bad_factor(device, f):
 
 # -- relu and mse_loss -----------------------------------------------------------------------
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 @given(st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), seeds))
 def test_relu_gradient_and_values(device, case):
     n, h, w, seed = case
@@ -267,6 +272,7 @@ def test_relu_gradient_and_values(device, case):
     gradcheck(F.relu, [x], device=device, seed=seed)
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 def test_relu_special_values_match_numpy_maximum(device):
     """Every bit as np.maximum(x, 0), -0 -> +0 included, except a NaN's payload: NaN stays NaN, but
     on an H200 the CUDA kernel returned the canonical NaN (0x7fffffff) where NumPy keeps x's."""
@@ -276,6 +282,7 @@ def test_relu_special_values_match_numpy_maximum(device):
         assert_same_bits([F.relu(mf.tensor(x, device=device)).numpy()], [np.maximum(x, 0)], nan_payloads=False)
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 @given(st.tuples(st.integers(1, 3), st.integers(1, 6), st.sampled_from(["mean", "sum", "batchmean"]), seeds))
 def test_mse_loss_gradient_and_values(device, case):
     n, h, reduction, seed = case
@@ -287,6 +294,7 @@ def test_mse_loss_gradient_and_values(device, case):
     gradcheck(lambda a, b: F.mse_loss(a, b, reduction), [p, t], device=device, seed=seed)
 
 
+@pytest.mark.paths("reference", "cuda-emulated", "cuda")  # no CPU fast path
 def test_mse_loss_bad_input(device):
     a, b = mf.tensor(np.zeros((2, 1, 3, 3)), device=device), mf.tensor(np.zeros((2, 1, 3, 4)), device=device)
     with pytest.raises(ValueError, match=r"prediction shape \(2, 1, 3, 3\) does not match target shape"):
@@ -314,53 +322,3 @@ def test_nan_and_inf_propagate(device):
     loss = F.mse_loss(F.relu(F.conv2d(t, w, padding=1)), mf.tensor(np.zeros((1, 1, 4, 4)), device=device))
     loss.backward()  # no crash; NaN flows into the gradients
     assert np.isnan(mf.tensor(w.grad).numpy()).all()
-
-
-@pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
-@given(conv_cases)
-def test_conv2d_stride1_chunking(device, monkeypatch, direct_max_k, case):
-    """The stride-1 CPU path cut into tiny chunks still matches the loops, forward and backward,
-    with a product per tap and with direct loops."""
-    from minifcrn.ops import conv
-    monkeypatch.setattr(conv, "_chunk", lambda positions: min(5, positions))
-    monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
-    n, c, o, h, w, k, _, p, with_bias, seed = case
-    assume(h + 2 * p >= k and w + 2 * p >= k)
-    rng = np.random.default_rng(seed)
-    x, wt = rand(rng, n, c, h, w), rand(rng, o, c, k, k)
-    np.testing.assert_allclose(run(lambda a, b: F.conv2d(a, b, padding=p), x, wt, device=device),
-                               conv2d_loops(x, wt, None, 1, p), rtol=1e-12, atol=1e-12)
-    gradcheck(lambda a, b: F.conv2d(a, b, padding=p), [x, wt], device=device, seed=seed)
-
-
-@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from([1, 2, 3, 5]), st.integers(0, 6), seeds)
-def test_conv2d_stride1_neighbouring_planes_share_padding(device, h, w, k, p, seed):
-    """Four images, each padded only at its top and left: no window of a kept output reaches a
-    neighbour's data, for every padding from none to more than the kernel."""
-    assume(h + 2 * p >= k and w + 2 * p >= k)
-    rng = np.random.default_rng(seed)
-    x, wt, b = rand(rng, 4, 3, h, w), rand(rng, 2, 3, k, k), rand(rng, 2)
-    np.testing.assert_allclose(run(lambda *t: F.conv2d(*t, padding=p), x, wt, b, device=device),
-                               conv2d_loops(x, wt, b, 1, p), rtol=1e-12, atol=1e-12)
-    gradcheck(lambda *t: F.conv2d(*t, padding=p), [x, wt, b], device=device, seed=seed)
-
-
-@pytest.mark.parametrize("direct_max_k", [0, 10 ** 6], ids=["per-tap", "direct"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("c, o", [(5, 6), (6, 5)], ids=["C<O", "C>O"])  # the weight gradient's two layouts
-def test_conv2d_stride1_path_matches_im2col_path_on_large_grids(dtype, direct_max_k, c, o, monkeypatch):
-    from minifcrn.ops import conv
-    monkeypatch.setattr(conv, "DIRECT_MAX_K", direct_max_k)
-    rng = np.random.default_rng(5)
-    x, w, gy = (a.astype(dtype) for a in (rand(rng, 3, c, 41, 37), rand(rng, o, c, 3, 3), rand(rng, 3, o, 41, 37)))
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    fast = conv.conv2d_forward_stride1(x, w, None, 1)
-    ref_y = (w.reshape(o, -1) @ conv.im2col(x, 3, 3, 1, 1)).reshape(o, 3, 41, 37).transpose(1, 0, 2, 3)
-    np.testing.assert_allclose(fast, ref_y, rtol=tol, atol=tol * np.abs(ref_y).max())
-    gx, gw = conv.conv2d_backward_stride1(x, w, gy, 1, True, True)
-    assert fast.dtype == gx.dtype == gw.dtype == dtype
-    gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)
-    ref_gw = (gy2 @ conv.im2col(x, 3, 3, 1, 1).T).reshape(w.shape)
-    ref_gx = conv.col2im(w.reshape(o, -1).T @ gy2, x.shape, 3, 3, 1, 1)
-    np.testing.assert_allclose(gw, ref_gw, rtol=tol, atol=tol * np.abs(ref_gw).max())
-    np.testing.assert_allclose(gx, ref_gx, rtol=tol, atol=tol * np.abs(ref_gx).max())

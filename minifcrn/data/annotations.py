@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from minifcrn.data.images import InputError, _decode
+from minifcrn.data.images import _decode
+from minifcrn.errors import InputError
 
 SIGMA, SCALE = 2.0, 100.0
 

@@ -22,17 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class InputError(ValueError):
-    """Bad user input; the message is one line naming the file, argument or value."""
-
-
-def is_positive(value, or_zero=False) -> bool:
-    """True for a finite real number > 0 (>= 0 with ``or_zero``); False for NaN, inf, bools
-    and anything that is not a number, so one test refuses them all."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return False
-    return bool(np.isfinite(value)) and (value >= 0 if or_zero else value > 0)
+from minifcrn.errors import InputError
 
 
 def read_image(path, channel="grey", memmap=False) -> np.ndarray:

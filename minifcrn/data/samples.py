@@ -20,7 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from minifcrn.data.annotations import density_map, read_points
-from minifcrn.data.images import InputError, read_image
+from minifcrn.data.images import read_image
+from minifcrn.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 MARGIN = 8  # pixels of Gaussian tail (4 sigma) kept around a patch when its density is built
@@ -45,6 +46,31 @@ def annotation_for(image_path: Path):
         candidates.append(parent / (stem[:-4] + "dots.png"))
     candidates += [parent / (stem + ".csv"), parent / (stem + "_dots.png")]
     return next((c for c in candidates if c.is_file()), None)
+
+
+def image_files(inputs):
+    """(path, problem) for every image named in ``inputs``: files, folders (their PNG/TIFF
+    images, less annotation and output files) and glob patterns; problem is None or says why
+    an input yields nothing."""
+    import glob
+
+    for item in inputs:
+        path = Path(item)
+        if not path.exists() and glob.has_magic(str(item)):
+            matches = sorted(glob.glob(str(item)))
+            if not matches:
+                yield path, f"{item}: no file matches this pattern"
+            for match in matches:
+                yield Path(match), None
+        elif path.is_dir():
+            files = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+                     and not p.stem.endswith(("dots", "_dots")) and not p.stem.endswith("_count")]
+            if not files:
+                yield path, f"{path}: folder holds no PNG or TIFF images"
+            for p in files:
+                yield p, None
+        else:
+            yield path, None
 
 
 def find_pairs(folder):

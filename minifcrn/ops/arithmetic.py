@@ -11,7 +11,7 @@ broadcasting stretched (``sum_to``):
 """
 from __future__ import annotations
 
-from minifcrn.autograd import Function, as_tensor
+from minifcrn.autograd import Function, Tensor, as_tensor
 from minifcrn.backend import get_array_module
 
 
@@ -168,3 +168,30 @@ def mean(x, axis=None, keepdims=False):
     for a in axes:
         n *= x.shape[a]
     return Sum(axis, keepdims)(x) * (1.0 / n)
+
+
+def _reshape_method(self, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return reshape(self, shape)
+
+
+def setup_tensor():
+    """Give ``Tensor`` its arithmetic (NumPy broadcasting; Python numbers take the tensor's dtype),
+    from this side, so that the autograd module needs no op (DeZero's ``setup_variable``)."""
+    Tensor.__add__ = lambda self, other: add(self, other)
+    Tensor.__radd__ = lambda self, other: add(other, self)
+    Tensor.__sub__ = lambda self, other: sub(self, other)
+    Tensor.__rsub__ = lambda self, other: sub(other, self)
+    Tensor.__mul__ = lambda self, other: mul(self, other)
+    Tensor.__rmul__ = lambda self, other: mul(other, self)
+    Tensor.__truediv__ = lambda self, other: div(self, other)
+    Tensor.__rtruediv__ = lambda self, other: div(other, self)
+    Tensor.__neg__ = lambda self: neg(self)
+    Tensor.__getitem__ = lambda self, index: getitem(self, index)
+    Tensor.sum = lambda self, axis=None, keepdims=False: sum(self, axis, keepdims)
+    Tensor.mean = lambda self, axis=None, keepdims=False: mean(self, axis, keepdims)
+    Tensor.reshape = _reshape_method
+
+
+setup_tensor()

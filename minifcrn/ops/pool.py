@@ -19,26 +19,25 @@ code.  A NaN wins over any number, so NaN propagates forward and its gradient
 goes to the NaN.
 
 ``max_pool2d_forward`` and ``max_pool2d_backward`` mirror the CUDA kernels of
-the same names in ``kernels/pool.cu``.
+the same names in ``kernels/pool.cu``.  The CPU fast paths (the 2x2 window written
+out, a scatter where windows do not overlap) are in ``minifcrn/cpu/pool.py``.
 """
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numba
 import numpy as np
 
+from minifcrn import backend
 from minifcrn.autograd import Function
-from minifcrn.backend import find_kernel, get_array_module
+from minifcrn.backend import get_array_module
+from minifcrn.backend.jit import njit
+from minifcrn.cpu import pool as fast
 
 
-@numba.njit(inline="always")
-def _wins(val, best):
-    """Whether val replaces the maximum so far: strictly greater, or the first NaN."""
-    return val > best or (math.isnan(val) and not math.isnan(best))
-
-
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _max_pool2d_forward_cpu(x, k, s, y, argmax):
     n_, c_, h, w = x.shape
     _, _, ho, wo = y.shape
@@ -51,35 +50,14 @@ def _max_pool2d_forward_cpu(x, k, s, y, argmax):
                 for u in range(k):
                     for v in range(k):
                         val = x[n, c, i * s + u, j * s + v]
-                        if _wins(val, best):
+                        if val > best or (math.isnan(val) and not math.isnan(best)):  # NaN wins
                             best = val
                             where = (i * s + u) * w + (j * s + v)
                 y[n, c, i, j] = best
                 argmax[n, c, i, j] = where
 
 
-@numba.njit(parallel=True, cache=True)
-def _max_pool2d_forward_2x2_cpu(x, y, argmax):
-    """The same for k = s = 2 (FCRN's pools), the four taps written out in the same order."""
-    n_, c_, h, w = x.shape
-    _, _, ho, wo = y.shape
-    for nc in numba.prange(n_ * c_):
-        n, c = nc // c_, nc % c_
-        for i in range(ho):
-            top, bottom = x[n, c, 2 * i], x[n, c, 2 * i + 1]
-            for j in range(wo):
-                best, where = top[2 * j], 2 * i * w + 2 * j
-                if _wins(top[2 * j + 1], best):
-                    best, where = top[2 * j + 1], 2 * i * w + 2 * j + 1
-                if _wins(bottom[2 * j], best):
-                    best, where = bottom[2 * j], (2 * i + 1) * w + 2 * j
-                if _wins(bottom[2 * j + 1], best):
-                    best, where = bottom[2 * j + 1], (2 * i + 1) * w + 2 * j + 1
-                y[n, c, i, j] = best
-                argmax[n, c, i, j] = where
-
-
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _max_pool2d_backward_cpu(gy, argmax, k, s, gx):
     n_, c_, h, w = gx.shape
     _, _, ho, wo = gy.shape
@@ -99,21 +77,6 @@ def _max_pool2d_backward_cpu(gy, argmax, k, s, gx):
                 gx[n, c, p, q] = total
 
 
-@numba.njit(parallel=True, cache=True)
-def _max_pool2d_backward_disjoint_cpu(gy, argmax, gx):
-    """Windows that do not overlap (stride >= kernel): each input receives at most one
-    output's gradient, so the gradients are written straight to their argmax (CPU only)."""
-    n_, c_, h, w = gx.shape
-    _, _, ho, wo = gy.shape
-    for nc in numba.prange(n_ * c_):
-        n, c = nc // c_, nc % c_
-        plane = gx[n, c].ravel()  # a view: gx is C-contiguous
-        plane[:] = 0.0
-        for i in range(ho):
-            for j in range(wo):
-                plane[argmax[n, c, i, j]] = gy[n, c, i, j]
-
-
 def max_pool2d_forward(x, k, s):
     """(y, argmax) for x (N, C, H, W); argmax holds int32 flat indices into each plane."""
     xp = get_array_module(x)
@@ -121,13 +84,12 @@ def max_pool2d_forward(x, k, s):
     ho, wo = (h - k) // s + 1, (w - k) // s + 1
     y = xp.empty((n, c, ho, wo), dtype=x.dtype)
     argmax = xp.empty((n, c, ho, wo), dtype=np.int32)
-    kernel = find_kernel(x, "pool.cu", "max_pool2d_forward")
-    if kernel is None and k == s == 2:
-        _max_pool2d_forward_2x2_cpu(np.ascontiguousarray(x), y, argmax)
-    elif kernel is None:
-        _max_pool2d_forward_cpu(x, k, s, y, argmax)
+    if backend.fast_cpu(x) and k == s == 2:
+        fast.max_pool2d_forward_2x2(np.ascontiguousarray(x), y, argmax)
     else:
-        kernel(y.size, xp.ascontiguousarray(x), n, c, h, w, k, s, ho, wo, y, argmax)
+        backend.launch(x, "pool.cu", "max_pool2d_forward", y.size,
+                       (xp.ascontiguousarray(x), n, c, h, w, k, s, ho, wo, y, argmax),
+                       partial(_max_pool2d_forward_cpu, x, k, s, y, argmax))
     return y, argmax
 
 
@@ -135,15 +97,14 @@ def max_pool2d_backward(gy, argmax, x_shape, k, s):
     """Gradient of the input from the output gradient and the saved argmax."""
     xp = get_array_module(gy)
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    kernel = find_kernel(gy, "pool.cu", "max_pool2d_backward")
-    if kernel is None and s >= k:
-        _max_pool2d_backward_disjoint_cpu(np.ascontiguousarray(gy), argmax, gx)
-    elif kernel is None:
-        _max_pool2d_backward_cpu(gy, argmax, k, s, gx)
+    if backend.fast_cpu(gy) and s >= k:
+        fast.max_pool2d_backward_disjoint(np.ascontiguousarray(gy), argmax, gx)
     else:
         n, c, h, w = x_shape
-        kernel(gx.size, xp.ascontiguousarray(gy), xp.ascontiguousarray(argmax), n, c, h, w, k, s,
-               gy.shape[2], gy.shape[3], gx)
+        backend.launch(gy, "pool.cu", "max_pool2d_backward", gx.size,
+                       (xp.ascontiguousarray(gy), xp.ascontiguousarray(argmax), n, c, h, w, k, s,
+                        gy.shape[2], gy.shape[3], gx),
+                       partial(_max_pool2d_backward_cpu, gy, argmax, k, s, gx))
     return gx
 
 

@@ -14,13 +14,17 @@ On the CPU forward and backward are each one parallel Numba pass
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numba
 
+from minifcrn import backend
 from minifcrn.autograd import Function
-from minifcrn.backend import find_kernel, get_array_module
+from minifcrn.backend import get_array_module
+from minifcrn.backend.jit import njit
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _relu_forward_cpu(x, y):
     zero = x.dtype.type(0)
     for t in numba.prange(y.size):  # one element per t, as the CUDA kernel
@@ -28,7 +32,7 @@ def _relu_forward_cpu(x, y):
         y[t] = v if (v > 0 or v != v) else zero  # as maximum(v, 0): NaN passes, -0 becomes +0
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _relu_backward_cpu(gy, y, gx):
     one, zero = gy.dtype.type(1), gy.dtype.type(0)
     for t in numba.prange(gx.size):  # one element per t, as the CUDA kernel
@@ -37,23 +41,17 @@ def _relu_backward_cpu(gy, y, gx):
 
 def relu_forward(x):
     xp = get_array_module(x)
-    kernel = find_kernel(x, "elementwise.cu", "relu_forward")
     x, y = xp.ascontiguousarray(x), xp.empty(x.shape, dtype=x.dtype)
-    if kernel is None:
-        _relu_forward_cpu(x.reshape(-1), y.reshape(-1))
-    else:
-        kernel(y.size, x, y.size, y)
+    backend.launch(x, "elementwise.cu", "relu_forward", y.size, (x, y.size, y),
+                   partial(_relu_forward_cpu, x.reshape(-1), y.reshape(-1)))
     return y
 
 
 def relu_backward(gy, y):
     xp = get_array_module(gy)
-    kernel = find_kernel(gy, "elementwise.cu", "relu_backward")
-    gx = xp.empty(gy.shape, dtype=gy.dtype)
-    if kernel is None:
-        _relu_backward_cpu(xp.ascontiguousarray(gy).reshape(-1), xp.ascontiguousarray(y).reshape(-1), gx.reshape(-1))
-    else:
-        kernel(gx.size, xp.ascontiguousarray(gy), xp.ascontiguousarray(y), gx.size, gx)
+    gy, y, gx = xp.ascontiguousarray(gy), xp.ascontiguousarray(y), xp.empty(gy.shape, dtype=gy.dtype)
+    backend.launch(gy, "elementwise.cu", "relu_backward", gx.size, (gy, y, gx.size, gx),
+                   partial(_relu_backward_cpu, gy.reshape(-1), y.reshape(-1), gx.reshape(-1)))
     return gx
 
 

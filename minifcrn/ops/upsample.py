@@ -25,8 +25,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from minifcrn import backend
 from minifcrn.autograd import Function
-from minifcrn.backend import find_kernel, get_array_module
+from minifcrn.backend import get_array_module
+from minifcrn.backend.jit import njit
 
 
 def _taps(length, f):
@@ -48,7 +50,7 @@ def _taps(length, f):
     return i0, i1, a, start, weights
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _upsample_bilinear_forward_cpu(x, r0, r1, ra, c0, c1, cb, y):
     n_, c_, h, w = x.shape
     _, _, ho, wo = y.shape
@@ -64,7 +66,7 @@ def _upsample_bilinear_forward_cpu(x, r0, r1, ra, c0, c1, cb, y):
                 y[n, c, i, j] = (1 - a) * top[j] + a * bottom[j]
 
 
-@numba.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _upsample_bilinear_backward_cpu(gy, rs, rw, cs, cw, gx):
     n_, c_, h, w = gx.shape
     _, _, ho, wo = gy.shape
@@ -92,25 +94,27 @@ def upsample_bilinear_forward(x, f):
     xp = get_array_module(x)
     n, c, h, w = x.shape
     y = xp.empty((n, c, h * f, w * f), dtype=x.dtype)
-    kernel = find_kernel(x, "upsample.cu", "upsample_bilinear_forward")
-    if kernel is None:
+
+    def mirror():
         r0, r1, ra, _, _ = _taps(h, f)
         c0, c1, cb, _, _ = _taps(w, f)
         _upsample_bilinear_forward_cpu(x, r0, r1, ra, c0, c1, cb, y)
-    else:
-        kernel(y.size, xp.ascontiguousarray(x), n, c, h, w, f, y)
+
+    backend.launch(x, "upsample.cu", "upsample_bilinear_forward", y.size,
+                   (xp.ascontiguousarray(x), n, c, h, w, f, y), mirror)
     return y
 
 
 def upsample_bilinear_backward(gy, f, x_shape):
     xp = get_array_module(gy)
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    kernel = find_kernel(gy, "upsample.cu", "upsample_bilinear_backward")
     n, c, h, w = x_shape
-    if kernel is None:
+
+    def mirror():
         _upsample_bilinear_backward_cpu(np.ascontiguousarray(gy), *_taps(h, f)[3:], *_taps(w, f)[3:], gx)
-    else:
-        kernel(gx.size, xp.ascontiguousarray(gy), n, c, h, w, f, gx)
+
+    backend.launch(gy, "upsample.cu", "upsample_bilinear_backward", gx.size,
+                   (xp.ascontiguousarray(gy), n, c, h, w, f, gx), mirror)
     return gx
 
 

@@ -1,5 +1,5 @@
-"""Run the CUDA kernels of ``kernels/*.cu`` on the CPU, unchanged, so that a
-machine without a GPU tests the very sources the GPU runs.
+"""The emulated GPU backend: the CUDA kernels of ``kernels/*.cu`` run on the CPU, unchanged,
+so that a machine without a GPU tests the very sources the GPU runs.
 
 g++ compiles the ``.cu`` file as C++ with ``kernels/cuda_emulator.h``
 force-included (it erases ``__global__`` and ``__device__`` and makes
@@ -118,8 +118,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minifcrn" / "emulator"
 
 
+def kernel_source(filename: str) -> str:
+    """The text of ``kernels/<filename>`` as shipped inside the package."""
+    return resources.files("minifcrn.kernels").joinpath(filename).read_text()
+
+
 def _header() -> str:
-    return resources.files("minifcrn.kernels").joinpath("cuda_emulator.h").read_text()
+    return kernel_source("cuda_emulator.h")
 
 
 def _read_source(source) -> tuple[str, str, str]:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ctypes
 
-import numba
 import numpy as np
 from numba.extending import get_cython_function_address
+
+from minifcrn.backend.jit import njit
 
 _GEMM_TYPE = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)  # transa, transb, m, n, k, alpha, a, lda, ...
 _GEMM = {np.dtype(dtype): _GEMM_TYPE(get_cython_function_address("scipy.linalg.cython_blas", name))
@@ -32,7 +33,7 @@ def gemm_for(dtype):
     return _GEMM.get(np.dtype(dtype))
 
 
-@numba.njit(cache=True)
+@njit()
 def gemm_rowmajor(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """c[:m, :n] = alpha * op(a) @ op(b) + beta * c for row-major matrices stored from the
     start of the 1-D buffers a, b, c with row strides lda, ldb, ldc (in elements)."""

@@ -32,7 +32,9 @@ map is and the left and right ones as up(x) is.)
 
 Backward is each step's transpose: ``conv2d_backward`` for the convolutions, the adjoints of
 the interpolation and of the kernel mixing.  x, w and K are saved.  Everything is array code
-on top of ``conv2d_forward``/``conv2d_backward``, so the CPU and the GPU share it.
+on top of ``conv2d_forward``/``conv2d_backward``, so it runs on every path; the network takes
+it on the CPU (``nn.UpsampleConv2d``), and tests/test_ops.py holds it to the reference, the
+up-sampling then the convolution.
 """
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def _mixing(k, dtype, xp):
 
 def phase_kernels(w):
     """K (4O, C, q, q), phases (a, b) outermost: K_ab = B_a^T w B_b, one product per phase
-    written in place (a single product would need a transpose: 15x slower, 2026-12-03)."""
+    written in place (a single product would need a transpose of the result)."""
     xp = get_array_module(w)
     o, c, k, _ = w.shape
     mixing = _mixing(k, w.dtype, xp)
@@ -92,7 +94,7 @@ def phase_kernels(w):
 
 def phase_kernels_adjoint(gk, w_shape):
     """gw = sum over (a, b) of B_a gK_ab B_b^T: gw^T (k*k, O*C) = sum over phases of T_ab gK_ab^T,
-    products with a long output row (gK_ab @ T_ab^T, O*C rows of k*k, ran 10x slower)."""
+    products with a long output row (rather than gK_ab @ T_ab^T, O*C short rows of k*k)."""
     xp = get_array_module(gk)
     o, c, k, _ = w_shape
     mixing = _mixing(k, gk.dtype, xp)

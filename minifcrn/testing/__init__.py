@@ -1,1 +1,0 @@
-"""Test support: ``minifcrn.testing.emulator`` runs the CUDA kernels on the CPU."""
