@@ -21,54 +21,9 @@ A patch phase whose loss becomes NaN starts again from its initial weights at a
 third of the rate, at most twice (``MAX_RATE_CUTS``), each rate in a folder of
 its own; the row lists the rates that diverged (``diverged_lrs``).
 
-Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N:
-
-* ``paper``: the paper's recipe: eq. 3 SGD (momentum 0.9, weight decay 5e-4),
-  random 96x96 patches with flips and rotations up to 10 degrees, each
-  standardised, sigma-2 x100 densities, MSE, lr cut by 10; then whole-image
-  fine-tuning (MSE) at a lower lr.  One deviation, measured when the shipped
-  weights were trained: the loss is the per-pixel *mean* squared error at lr 0.3
-  (the paper's per-image sum at lr 0.01 diverged here), which is the same
-  direction of descent at another scale.
-* ``count``: the same, plus the count term (``--count-weight 50``) while
-  fine-tuning on whole images (beyond the paper).
-* ``count-last``: ``count``, but fine-tuning starts from the patch phase's last
-  epoch instead of its epoch of lowest validation MAE.  A patch-trained
-  network's whole-image count swings by tens of cells from epoch to epoch
-  (a small offset per pixel, summed over 65536 pixels), so choosing there
-  mostly chooses noise; the fine-tuning's count term removes the offset.
-* ``count-last-cut``: ``count-last`` with the fine-tuning rate cut by 10
-  halfway through its epochs: at batch 1 and lr 0.003 the whole-image
-  validation MAE still swings (3 to 13 at N=64) from epoch to epoch.
-* ``count-last-cut-x2``: ``count-last-cut`` with twice the whole-image steps.
-* ``win16-last-cut``: ``count-last-cut`` with the count term taken over 16x16
-  windows (``count_window``) instead of whole images.
-* ``jit-count-last-cut``: ``count-last-cut`` with intensity jitter (``jitter``
-  0.2: gain e^U(-0.2, 0.2), offset U(-0.2, 0.2) after standardising) in both
-  phases, so from its own ``patches-jitter0.2``.
-* ``zoom-count-last-cut``: ``count-last-cut`` from a patch phase whose patches
-  are zoomed by e^U(-0.2, 0.2) (``zoom``), in its own ``patches-zoom0.2``: the
-  N=32 errors follow how crowded an image is, as if the network counted
-  foreground mass, so cells of varying apparent size should make it count cells
-  (on N=32 draw 0 it counted far worse: see RESULTS).
-* ``p3-count-last-cut``: ``count-last-cut`` after three times the patch steps
-  (the rate cut at the same fraction), trained in its own ``patches-x3``.
-Each run's record also holds the test MAE with 8-fold flip/transpose averaging
-at test time (``test_mae_flip8``), reported as its own row.
-
-Ensemble (``ensemble``): the densities of the five draws' networks (each its
-best checkpoint) averaged, one test MAE per (model, variant, N): from the
-per-image counts the runs store (``test_counts``), or, for runs stored without
-them, by inference with the weights in ``--work``; stored in
-``bench/runs/table1-ensemble.jsonl`` and reported as its own row.  The members
-were trained on different draws of 1-100, so the ensemble has seen up to
-100 training and validation images in all, never a test image.
-
-Detection (``detect``): for each N, the run with the lowest *validation* MAE;
-the threshold and minimum distance of ``minifcrn.count.detect`` are chosen on
-that run's validation images (best pooled F1 over a grid), then precision,
-recall and F1 on 101-200 (one-to-one matching within 5 pixels).  Needs the
-run's weights, which stay in ``--work`` on the machine that trained it.
+Recipes (``VARIANTS``), each sized to a fixed budget of steps whatever N, the
+ensemble and the detection protocol are described, with the one-draw probes
+that were tried and dropped, in ``bench/notes/table1-recipes.md``.
 """
 from __future__ import annotations
 
@@ -92,18 +47,13 @@ VGG = common.REPO_DIR.parent / "shared" / "data" / "vgg_cells"
 PATCHES = {"epochs": 10, "steps_per_epoch": 100, "lr": 0.3, "milestones": [8]}  # 1000 batches of 8
 MAX_RATE_CUTS = 2  # a patch phase whose loss becomes NaN starts again at a third of the rate, at most twice
 WHOLE_STEPS = 256  # whole-image steps in the fine-tuning phase (epochs = ceil(256 / N))
-VARIANTS = {
-    "paper": {"finetune_lr": 0.003, "count_weight": 0.0},
-    "count": {"finetune_lr": 0.003, "count_weight": 50.0},
-    "count-last": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last"},
-    "count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5},
-    "count-last-cut-x2": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "steps": 2},
-    "win16-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "count_window": 16, "start": "last", "cut": 0.5},
-    "jit-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "jitter": 0.2},
-    "zoom-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5, "zoom": 0.2},
-    "p3-count-last-cut": {"finetune_lr": 0.003, "count_weight": 50.0, "start": "last", "cut": 0.5,
-                          "patch_steps": 3},
-}
+# the whole-image phase of each recipe, each built on the one before (see bench/notes/table1-recipes.md)
+PAPER_WHOLE = {"finetune_lr": 0.003, "count_weight": 0.0}   # MSE throughout
+COUNT = {**PAPER_WHOLE, "count_weight": 50.0}               # + the count term
+COUNT_LAST = {**COUNT, "start": "last"}                     # from the patch phase's last epoch
+COUNT_LAST_CUT = {**COUNT_LAST, "cut": 0.5}                 # the rate / 10 halfway
+VARIANTS = {"paper": PAPER_WHOLE, "count": COUNT, "count-last": COUNT_LAST, "count-last-cut": COUNT_LAST_CUT,
+            "count-last-cut-x2": {**COUNT_LAST_CUT, "steps": 2}}
 PAPER = {"fcrn-a": {8: (3.9, 0.5), 16: (3.4, 0.2), 32: (2.9, 0.2), 64: (2.9, 0.2)},
          "fcrn-b": {8: (4.1, 0.5), 16: (3.7, 0.3), 32: (3.3, 0.2), 64: (3.2, 0.2)}}
 
@@ -134,7 +84,7 @@ def view_counts(model, samples, device="cpu", flips=False):
     import numpy as np
 
     from minifcrn.data.images import standardize
-    from minifcrn.train import predict_density
+    from minifcrn.inference import predict_density
 
     views = [(t, r, c) for t in (False, True) for r in (1, -1) for c in (1, -1)][:8 if flips else 1]
     counts = []
@@ -159,16 +109,16 @@ def count_errors(model, samples, device="cpu"):
 def patch_phase_model(folder, start="best"):
     """Where whole-image fine-tuning starts: the patch phase's weights of lowest validation MAE
     (``best``) or those of its last epoch (``last``, from its checkpoint)."""
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
     from minifcrn.io import load_npz
     from minifcrn.models import FCRN
 
     if start == "best":
-        return load_model(str(Path(folder) / "best.npz")).train()
+        return load_model(str(Path(folder) / "best.npz"))
     arrays, meta = load_npz(Path(folder) / "checkpoint.npz")
     net = FCRN(**meta["model"], initialize=False)  # the checkpoint stores the model's config()
     net.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
-    return net.train()
+    return net
 
 
 def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool=None, test=None,
@@ -177,18 +127,12 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     import numpy as np
 
     from minifcrn import protocol
-    from minifcrn.count import load_model
     from minifcrn.data.samples import load_samples
+    from minifcrn.inference import load_model
     from minifcrn.train import TrainConfig, fit
 
     whole = dict(VARIANTS[variant])
-    times = whole.pop("patch_steps", 1)  # a longer patch phase, or one with jitter: in its own folder
     patches = dict(PATCHES if patches is None else patches)
-    patches.update(epochs=patches["epochs"] * times, milestones=[m * times for m in patches["milestones"]])
-    if whole.get("jitter"):
-        patches["jitter"] = whole["jitter"]
-    if "zoom" in whole:  # whole images keep their scale: the zoom is the patch phase's alone
-        patches["zoom"] = whole.pop("zoom")
     train_names, val_names = protocol.vgg_split(n, draw, protocol.POOL if pool is None else pool)
     samples = {s.name: s for s in load_samples(data, names=set(train_names) | set(val_names))}
     missing = sorted((set(train_names) | set(val_names)) - set(samples))
@@ -198,16 +142,14 @@ def train_run(model, variant, n, draw, data=VGG, work=None, runs_path=RUNS, pool
     seed, commit = run_seed(n, draw), common.git_commit()  # the code this run starts with
     folder = Path(work or common.RUNS_DIR / "table1-work") / f"{model}-n{n}-d{draw}"  # the variants share
     t0 = time.perf_counter()                                                           # their patch phase
-    patch_folder = folder / ("patches" + (f"-x{times}" if times > 1 else "")
-                             + (f"-jitter{patches['jitter']:g}" if patches.get("jitter") else "")
-                             + (f"-zoom{patches['zoom']:g}" if patches.get("zoom") else ""))
+    patch_folder = folder / "patches"
     diverged = []  # patch rates whose loss became NaN; each next try at a third of the rate, in its own folder
     while True:
         marker = patch_folder / "diverged.txt"  # so that a resumed run does not try that rate again
         if not marker.exists():
             try:
                 first = fit(train, val, TrainConfig(arch=model, seed=seed, device=device, **patches), patch_folder,
-                            resume=True, progress=progress)
+                            resume=True, progress=progress, recover=False)  # the table's own retry, below
                 break
             except FloatingPointError as error:
                 patch_folder.mkdir(parents=True, exist_ok=True)
@@ -253,8 +195,8 @@ def ensemble_run(model, variant, n, draws=range(5), data=VGG, work=None, test=No
     """The ensemble's row by inference: each member's per-image counts, then ``ensemble_of_rows``;
     None if a draw's weights are missing."""
     from minifcrn import protocol
-    from minifcrn.count import load_model
     from minifcrn.data.samples import load_samples
+    from minifcrn.inference import load_model
 
     folder = Path(work or common.RUNS_DIR / "table1-work")
     paths = [folder / f"{model}-n{n}-d{d}" / variant / "best.npz" for d in draws]
@@ -330,9 +272,14 @@ def cell_text(stats, draws):
     return text if count >= draws else f"{text} ({count}/{draws} draws)"
 
 
-def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64), ensembles=None):
+# the rows of RESULTS.md's Table 1 (every row: ``python bench/table1.py report`` prints them all)
+HEADLINE = {"fcrn-a": ("paper", "count", "count-last-cut", "count-last-cut-x2"), "fcrn-b": ("paper",)}
+HEADLINE_ENSEMBLES = {"fcrn-a": ("count-last-cut",), "fcrn-b": ()}
+
+
+def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64), ensembles=None, headline=False):
     """The table: the paper's rows, ours per variant (mean +/- std over draws), then the ensembles (one
-    network average per cell, so no std)."""
+    network average per cell, so no std); with ``headline``, only the rows of ``HEADLINE``."""
     agg = aggregate(runs, sizes, draws)
     ensembles = ensembles or {}
     rows = []
@@ -340,6 +287,10 @@ def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64), ensembles=None):
         rows.append([f"{model.upper()} (paper)"] + [f"{m:.1f} +/- {s:.1f}" for m, s in
                                                     (PAPER[model][n] for n in sizes)])
         names = sorted({k[1] for k in agg if k[0] == model}, key=lambda v: (v.split(" ")[0] != "paper", v))
+        if headline:
+            names = [v for v in names if v.split(" ")[0] in HEADLINE[model]]
+            ensembles = {k: e for k, e in ensembles.items()
+                         if k[0] != model or k[1].split(",")[0] in HEADLINE_ENSEMBLES[model]}
         for name in names:
             rows.append([f"{model.upper()} ours, {name}"] + [cell_text(agg.get((model, name, n)), draws)
                                                               for n in sizes])
@@ -353,7 +304,7 @@ def table_markdown(runs, draws=5, sizes=(8, 16, 32, 64), ensembles=None):
 
 def detection_scores(densities, samples, threshold, min_distance):
     """Pooled (precision, recall, F1) of the maxima of the densities (cells per pixel)."""
-    from minifcrn.count import detect
+    from minifcrn.counting import detect
     from minifcrn.evaluate import f1_scores, match_detections
 
     matched = found = truth = 0
@@ -365,15 +316,16 @@ def detection_scores(densities, samples, threshold, min_distance):
 
 def densities_of(model, samples, device="cpu"):
     from minifcrn.data.images import standardize
-    from minifcrn.train import predict_density
+    from minifcrn.inference import predict_density
     return [predict_density(model, standardize(s.image, s.name), device) / model.density_scale for s in samples]
 
 
 def detect_run(row, data=VGG, work=None, test=None, pool=None, device="cpu"):
     """Choose the detection settings on the run's validation images, score them on the test images."""
     from minifcrn import protocol
-    from minifcrn.count import PEAK, load_model
+    from minifcrn.counting import PEAK
     from minifcrn.data.samples import load_samples
+    from minifcrn.inference import load_model
 
     weights = Path(work or common.RUNS_DIR / "table1-work") / f"{row['model']}-n{row['N']}-d{row['draw']}" \
         / row["variant"] / "best.npz"
@@ -424,15 +376,11 @@ def cmd_detect(args):
           f"{r['val_f1']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"**{r['f1']:.3f}**"]
          for _, r in sorted(stored.items())], "llrrrrrrrr")
     common.publish("table1-detect", "Detection on VGG images 101-200 (best network per N)", [
-        f"Machine: {'; '.join(sorted({r['machine'] for r in stored.values()}))}; "
-        f"{max(r['date'] for r in stored.values())[:10]}",
-        "Command: `python bench/table1.py detect`; rows in `bench/runs/table1-detect.jsonl`",
-        "Network: of the five draws at each N, the one with the lowest validation MAE (chosen without the test "
-        "images). Detections: local maxima of the density above a threshold, at least `min distance` pixels "
-        "apart (`minifcrn.count.detect`); both chosen on that draw's validation images by pooled F1 over "
-        f"thresholds {', '.join(map(str, THRESHOLDS))} x one cell's peak density (1/(8 pi)) and min distances "
-        f"{', '.join(map(str, MIN_DISTANCES))}. Matched one-to-one to the dots within {MATCH_RADIUS:g} px "
-        "(Hungarian); precision, recall and F1 pooled over the 100 test images"], table)
+        f"{max(r['date'] for r in stored.values())[:10]}; {'; '.join(sorted({r['machine'] for r in stored.values()}))}; "
+        "`python bench/table1.py detect`; rows in `bench/runs/table1-detect.jsonl`",
+        f"The best-validation draw per N; threshold (of {', '.join(map(str, THRESHOLDS))} x one cell's peak) and min "
+        f"distance ({', '.join(map(str, MIN_DISTANCES))}) chosen on validation by pooled F1; matched one-to-one "
+        f"within {MATCH_RADIUS:g} px (method: `bench/notes/table1-recipes.md`)"], table)
 
 
 def cmd_ensemble(args):
@@ -556,7 +504,7 @@ def cmd_report(args):
     seen = {n: len(set().union(*(protocol.vgg_split(n, d, protocol.POOL)[0] for d in range(5))))
             for n in (8, 16, 32, 64)}  # distinct training images of the five draws
     machines = sorted({f"{r['machine']} ({r['device']})" for r in runs.values()})
-    common.publish("table1", "Table 1: MAE on VGG images 101-200 (mean +/- std over the draws)", [
+    detail = [
         f"Machine: {'; '.join(machines)}; runs dated {min(r['date'] for r in runs.values())[:10]} to "
         f"{max(r['date'] for r in runs.values())[:10]}",
         "Command: `python bench/table1.py train ...` then `python bench/table1.py report`; one JSON line per "
@@ -577,13 +525,8 @@ def cmd_report(args):
         "Rows: `paper` = the paper's recipe (MSE throughout); `count` = + the count term (50) while fine-tuning; "
         "`count-last` = `count`, fine-tuned from the patch phase's last epoch rather than its best-validation one; "
         "`count-last-cut` = `count-last` with the fine-tuning rate cut by 10 halfway; `count-last-cut-x2` = the same "
-        "with twice the whole-image steps; `p3-count-last-cut` = `count-last-cut` after three times the patch steps "
-        f"({3 * PATCHES['epochs']} x {PATCHES['steps_per_epoch']}, the cut at epoch {3 * PATCHES['milestones'][0]}); "
-        "`win16-last-cut` = `count-last-cut` with the count term taken over 16x16 windows; `jit-count-last-cut` = "
-        f"`count-last-cut` with intensity jitter {VARIANTS['jit-count-last-cut']['jitter']:g} (gain e^U(-j, j), "
-        "offset U(-j, j) after standardising) in both phases, from its own patch phase; `zoom-count-last-cut` = "
-        f"`count-last-cut` from a patch phase whose patches are zoomed by e^U(-z, z), z = "
-        f"{VARIANTS['zoom-count-last-cut']['zoom']:g}; "
+        "with twice the whole-image steps; the one-draw probes `p3-count-last-cut`, `win16-last-cut`, "
+        "`jit-count-last-cut` and `zoom-count-last-cut` are described in `bench/notes/table1-recipes.md`; "
         "`+ flip8` = the same networks, densities averaged over the 8 flips/transposes at test time. A cell "
         "with fewer than 5 draws says how many it holds; `ensemble of 5 draws` = the mean density of the five "
         "draws' networks (`python bench/table1.py ensemble`, lines in `bench/runs/table1-ensemble.jsonl`): one "
@@ -596,8 +539,19 @@ def cmd_report(args):
         + ". Its training step is about 6-7x FCRN-A's on this 2-core CPU (3.2-3.9 s against 0.52-0.56 s at batch 8 "
         "of 96x96, 2026-12-03, with the fused up-sampling convolutions), about 75 minutes a run with testing; on "
         "an NVIDIA H200 (2026-12-04, `bench/device_session.sh`: five runs at a time sharing the GPU) about 3.3 "
-        "minutes a run with testing"],
-        table_markdown(runs, ensembles=stored_ensembles()))
+        "minutes a run with testing"]
+    common.publish("table1", "Table 1: MAE on VGG images 101-200 (mean +/- std over the draws)", [
+        f"{min(r['date'] for r in runs.values())[:10]} to {max(r['date'] for r in runs.values())[:10]}; "
+        + "; ".join(machines),
+        "Command: `python bench/table1.py train ...` then `python bench/table1.py report`; one JSON line per run "
+        "in `bench/runs/table1.jsonl`",
+        "N training + N validation images of 1-100, five draws, tested on 101-200; flip8: 8 flips averaged. "
+        "All rows and probes: `bench/notes/table1.md`"],
+        table_markdown(runs, ensembles=stored_ensembles(), headline=True))
+    print("\nEvery row, and how the runs were made:\n")
+    print("\n".join(f"- {line}" for line in detail))
+    print()
+    print(table_markdown(runs, ensembles=stored_ensembles()))
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import numpy as np
 import minifcrn as mf
 from minifcrn import functional as F
 from minifcrn import optim
-from minifcrn.count import count
+from minifcrn.counting import count
 from minifcrn.data.samples import random_patch
 from minifcrn.evaluate import f1_scores, match_detections
 from minifcrn.invert import reconstruct
@@ -69,7 +69,6 @@ def main():
 
     # 4. Counting and detection (minifcrn.count) on images the network never saw: the count is the
     #    density's integral, the detections its local maxima; matched to the truth within 5 px.
-    net.eval()
     errors, matched, found, true = [], 0, 0, 0
     for seed in range(1000, 1003):
         made = generate(SynthConfig(), seed)
@@ -83,8 +82,8 @@ def main():
     render_count(result, out / "count.png")
 
     # 5. Seeing inside (minifcrn.invert, paper section 5): start from noise and descend on the
-    #    *input* until conv2's features match those of a real crop.  The correlation says how
-    #    much of the image that layer keeps.
+    #    *input* until conv1's (then conv3's) features match those of a real crop.  The
+    #    correlation says how much of the image each layer keeps.
     crop = made.image[:48, :48]
     rebuilt = [reconstruct(net, crop, layer, iterations=iters, device=args.device) for layer in ("conv1", "conv3")]
     for r in rebuilt:

@@ -5,11 +5,12 @@
   chunk runs the network grown by ``tile_margin`` pixels of its neighbours
   (``map_overlap``, no padding at the image's edges), with chunk edges on the
   8-pixel pooling grid and the whole image's mean and standard deviation, which
-  is exactly ``count.predict_density_tiled``: the result equals the untiled
+  is exactly ``inference.predict_density_tiled``: the result equals the untiled
   density up to float32 rounding.  ``count_array`` sums it.
-* ``count_files(paths, model)``: ``count.count`` over many files as a Dask bag,
-  one row per file as in ``minifcrn count``'s results table; a bad file gives a
-  row with its error instead of stopping the batch.
+* ``count_files(paths, model)``: ``minifcrn.count`` over many files as a Dask bag,
+  one ``CountRow`` per file, the rows of ``minifcrn.count_many`` and of
+  ``minifcrn count``'s results table; a bad file gives a row with its error instead
+  of stopping the batch.
 
 Both run on whatever scheduler is active: the local threads by default, or a
 ``dask.distributed`` cluster once a ``Client`` exists::
@@ -27,7 +28,7 @@ import functools
 
 import numpy as np
 
-from minifcrn.data.images import InputError
+from minifcrn.errors import InputError
 
 
 def _require_dask():
@@ -41,7 +42,7 @@ def _require_dask():
 
 @functools.lru_cache(maxsize=4)
 def _model(model, device):
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
     return load_model(model, device)
 
 
@@ -55,7 +56,7 @@ def _grid_chunks(chunks, divisor):
 def density(array, model="fcrn-a", chunk=1024, device="cpu"):
     """Lazy density (H, W), float32 cells per pixel, of a 2-D image array; see the module docstring."""
     da, _ = _require_dask()
-    from minifcrn.count import tile_margin
+    from minifcrn.inference import predict_density, tile_margin
 
     net = _model(model, device) if isinstance(model, str) else model
     image = array if isinstance(array, da.Array) else da.from_array(array, chunks=chunk)
@@ -70,7 +71,6 @@ def density(array, model="fcrn-a", chunk=1024, device="cpu"):
     margin = tile_margin(net)
 
     def block_density(block):
-        from minifcrn.train import predict_density
         plane = ((np.asarray(block, np.float32) - mean) / std).astype(np.float32)
         return (predict_density(net, plane, device) / net.density_scale).astype(np.float32)
 
@@ -83,8 +83,8 @@ def count_array(array, model="fcrn-a", chunk=1024, device="cpu") -> float:
     return float(density(array, model, chunk, device).sum(dtype=np.float64).compute())
 
 
-def count_files(paths, model="fcrn-a", channel="grey", device="cpu", partition_size=8) -> list[dict]:
-    """Count every file (a Dask bag of paths); rows of file, count, detections, seconds, error."""
+def count_files(paths, model="fcrn-a", channel="grey", device="cpu", partition_size=8) -> list:
+    """Count every file (a Dask bag of paths); one ``minifcrn.CountRow`` per file, in order."""
     _, db = _require_dask()
     if not isinstance(model, str):
         raise InputError("minifcrn.dask.count_files: give the model as a shipped name or a weights path")
@@ -92,15 +92,8 @@ def count_files(paths, model="fcrn-a", channel="grey", device="cpu", partition_s
         _count_one, model=model, channel=channel, device=device).compute()
 
 
-def _count_one(path, model, channel, device) -> dict:
-    import time
+def _count_one(path, model, channel, device):
+    from minifcrn.counting import count_many
 
-    from minifcrn.count import count
-
-    t0 = time.perf_counter()
-    try:
-        result = count(path, _model(model, device), channel, device=device)
-    except InputError as exc:
-        return {"file": path, "count": None, "detections": None, "seconds": None, "error": str(exc)}
-    return {"file": path, "count": result.count, "detections": len(result.detections),
-            "seconds": round(time.perf_counter() - t0, 3), "error": ""}
+    (row,) = count_many([path], _model(model, device), channel=channel, device=device)
+    return row

@@ -13,9 +13,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from minifcrn.count import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, check_detection_args, count, load_model
-from minifcrn.data.images import InputError, is_positive
+from minifcrn.counting import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, check_detection_args, count
 from minifcrn.data.samples import load_samples
+from minifcrn.errors import InputError, is_positive
+from minifcrn.inference import load_model
 
 
 def match_detections(detected, truth, radius=5.0) -> int:
@@ -57,9 +58,11 @@ def protocol_images(folder, protocol):
 
 
 def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshold=DEFAULT_THRESHOLD,
-                    min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None) -> dict:
+                    min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None, tile_size=None,
+                    cell_size=None) -> dict:
     """Per-image and pooled scores of ``model`` on every annotated image of ``folder``, or on
-    the test images of ``protocol`` ("vgg": images 101-200 of the VGG cells, as Table 1)."""
+    the test images of ``protocol`` ("vgg": images 101-200 of the VGG cells, as Table 1);
+    ``tile_size`` and ``cell_size`` as in ``minifcrn.count``."""
     if not is_positive(radius):
         raise InputError(f"evaluate: the match radius must be a positive number of pixels, got {radius!r}")
     check_detection_args(threshold, min_distance)
@@ -67,7 +70,7 @@ def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshol
     net = load_model(model, device)
     rows, totals = [], np.zeros(3)
     for s in load_samples(folder, channel, names):
-        r = count(s.image, net, "grey", None, threshold, min_distance, device)
+        r = count(s.image, net, "grey", None, threshold, min_distance, device, tile_size, cell_size)
         matched = match_detections(r.detections, s.points, radius)
         totals += (matched, len(r.detections), s.count)
         rows.append({"image": s.name, "true": s.count, "estimate": round(r.count, 3),

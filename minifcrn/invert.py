@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-import minifcrn as mf
+from minifcrn.autograd import Tensor, no_grad, tensor
 from minifcrn.backend import to_device
-from minifcrn.data.images import InputError, read_image, standardize, to_plane
+from minifcrn.data.images import read_image, standardize, to_plane
+from minifcrn.errors import InputError
 
 
 @dataclass
@@ -67,7 +68,7 @@ def as_plane(image, channel="grey", crop=None) -> np.ndarray:
     plane = read_image(image, channel) if isinstance(image, (str, Path)) else to_plane(image, channel)
     source = str(image) if isinstance(image, (str, Path)) else "image"
     if crop is not None:
-        from minifcrn.count import parse_roi
+        from minifcrn.counting import parse_roi
         x0, y0, x1, y1 = parse_roi(crop, plane.shape, source)
         plane = plane[y0:y1, x0:x1]
     return standardize(plane, source).astype(np.float64)
@@ -81,7 +82,7 @@ def _check_layer(model, layer):
 def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=0.9, seed=0,
                 channel="grey", crop=None, device="cpu") -> Reconstruction:
     """Reconstruct ``image`` (path or array) from the features of ``layer``; see the module docstring."""
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
 
     model = load_model(model, device)
     _check_layer(model, layer)
@@ -90,17 +91,17 @@ def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=
                          f"{iterations}, {lr}, {lam}, {momentum}")
     plane = as_plane(image, channel, crop)
     dtype = np.float32
-    with mf.no_grad():
-        phi0 = model(mf.tensor(plane[None, None], device=device, dtype=dtype), upto=layer).data
+    with no_grad():
+        phi0 = model(tensor(plane[None, None], device=device, dtype=dtype), upto=layer).data
     norm = float((phi0.astype(np.float64) ** 2).sum()) or 1.0
-    target = mf.Tensor(phi0)
+    target = Tensor(phi0)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(plane.shape) * 0.1
     step = np.zeros_like(x)
     best, objective, eta = None, [], None
 
     def energy_and_gradient(values):
-        xt = mf.tensor(values[None, None], requires_grad=True, device=device, dtype=dtype)
+        xt = tensor(values[None, None], requires_grad=True, device=device, dtype=dtype)
         diff = model(xt, upto=layer) - target
         feature = (diff * diff).sum() * (1.0 / norm)
         energy = feature + (xt * xt).mean() * lam
@@ -130,7 +131,7 @@ def reconstruct_all(model, image, layers=None, progress=False, **options) -> lis
     """``reconstruct`` from each of ``layers`` (default: every convolution, the paper's Figure 11)."""
     from tqdm import tqdm
 
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
 
     model = load_model(model, options.get("device", "cpu"))
     layers = layers or conv_layers(model)

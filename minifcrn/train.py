@@ -26,12 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-import minifcrn as mf
 from minifcrn import functional as F
 from minifcrn import optim
-from minifcrn.data.images import InputError, is_positive, standardize
-from minifcrn.data.samples import random_patch, standardize_patch
+from minifcrn.autograd import tensor
 from minifcrn.data.annotations import density_map
+from minifcrn.data.images import standardize
+from minifcrn.data.samples import random_patch, standardize_patch
+from minifcrn.errors import InputError, is_positive
+from minifcrn.inference import predict_density
 from minifcrn.io import CHECKPOINT_FORMAT, atomic_write, load_npz, save_npz, save_weights
 from minifcrn.models import FCRN
 
@@ -65,13 +67,6 @@ class TrainConfig:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.finetune_epochs
-
-
-def predict_density(model, plane, device="cpu") -> np.ndarray:
-    """The model's density (H, W) for one standardised plane, in the model's scaled units."""
-    with mf.no_grad():
-        x = mf.tensor(plane[None, None], device=device, dtype=np.float32)
-        return model(x).numpy()[0, 0]
 
 
 def validation_mae(model, samples, device="cpu") -> float:
@@ -160,6 +155,76 @@ def _write_curves(path, history):
         pass
 
 
+def training_sets(data=None, synthetic=None, val=None, val_count=None, channel="grey", synth=None, seed=0):
+    """(training samples, validation samples): the annotated images of folder ``data`` (the last
+    ``val_count``, default a fifth, held out unless folder ``val`` is given), or ``synthetic``
+    generated images of SynthConfig ``synth`` from ``seed`` (validated on ``val``, or on a tenth
+    as many images further along the same stream)."""
+    from minifcrn.data.samples import load_samples
+
+    if (data is None) == (synthetic is None):
+        raise InputError("train: give either --data DIR or --synthetic N")
+    held_out = load_samples(val, channel) if val else None
+    if synthetic is not None:
+        from minifcrn.synth import SynthConfig, SyntheticSamples
+
+        synth = synth or SynthConfig()
+        samples = SyntheticSamples(synthetic, synth, seed)
+        if held_out is None:
+            held_out = list(SyntheticSamples(max(1, synthetic // 10), synth, seed, offset=synthetic))
+        return samples, held_out
+    samples = load_samples(data, channel)
+    if held_out is None:
+        k = val_count if val_count is not None else max(1, len(samples) // 5)
+        if k < 0:
+            raise InputError(f"train: --val-count must be >= 0, got {k}")
+        if k >= len(samples):
+            raise InputError(f"{data}: {len(samples)} images cannot spare {k} for validation")
+        samples, held_out = samples[:len(samples) - k], samples[len(samples) - k:]
+    return samples, held_out
+
+
+RATE_CUT = 0.1       # the rate's factor after a diverged epoch
+MAX_RATE_CUTS = 6    # cuts in one epoch before training gives up (1e-6 of the rate)
+EXPLODED = 1e4       # a loss this many times the epoch's first counts as diverged
+
+
+def _snapshot(model, opt, rng):
+    """Copies of what an epoch changes: the weights, the optimiser's state, the random state."""
+    return model.state_dict(), opt.state_dict(), rng.bit_generator.state
+
+
+def _restore(snapshot, model, opt, rng):
+    weights, state, random_state = snapshot
+    model.load_state_dict(weights)
+    opt.load_state_dict(state)
+    rng.bit_generator.state = random_state
+
+
+def _train_epoch(model, opt, samples, cfg, rng, patches, epoch, progress) -> list:
+    """One epoch's steps; the loss of each.  A diverged step ends it early, its loss
+    followed by None."""
+    from tqdm import tqdm
+
+    batches = (_patch_batch(samples, cfg, rng) for _ in range(cfg.steps_per_epoch)) if patches \
+        else _whole_image_batches(samples, cfg, rng)
+    bar = tqdm(batches, total=cfg.steps_per_epoch if patches else len(samples),
+               desc=f"epoch {epoch + 1}/{cfg.total_epochs}", leave=False, disable=not progress)
+    losses = []
+    for x, y in bar:
+        opt.zero_grad()
+        loss = training_loss(model(tensor(x, device=cfg.device)), tensor(y, device=cfg.device), cfg)
+        value = loss.item()
+        losses.append(value)
+        if not np.isfinite(value) or 0 < losses[0] * EXPLODED < value:
+            bar.close()
+            return losses + [None]
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{value:.4g}", lr=f"{opt.lr:.2g}")
+    return losses
+
+
 def check_config(cfg: TrainConfig, train_samples=()):
     """Raise a one-line InputError naming the first setting that cannot train, or the images
     smaller than the patch size (before any epoch runs, not when a patch happens to be drawn)."""
@@ -193,11 +258,19 @@ def check_config(cfg: TrainConfig, train_samples=()):
 
 
 def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resume=False, progress=True,
-        stop_after=None):
+        stop_after=None, recover=True):
     """Train (or resume) and return a summary dict; the best weights are in ``out_dir/best.npz``.
 
     ``stop_after`` ends this call after that many epochs (the run stays resumable),
     e.g. to train in sittings.
+
+    A rate too high for the data makes the loss diverge.  With ``recover`` (the default),
+    a step whose loss is not finite or more than ``EXPLODED`` times the epoch's first
+    takes the epoch back to its start (weights, velocities and random state as they
+    were) and runs it again at a tenth of the rate, at most ``MAX_RATE_CUTS`` times in
+    an epoch; the cut stays for the rest of the run.  log.csv's ``lr`` is the rate
+    used and ``rate_cuts`` how often an epoch cut it.  Without ``recover``, or past the
+    last cut, a FloatingPointError says at which step the loss diverged.
     """
     from tqdm import tqdm
 
@@ -210,7 +283,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
     model.to(cfg.device)
     opt = optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    start, history, best = 0, [], {"val_mae": float("inf"), "epoch": -1}
+    start, history, best, rate_scale = 0, [], {"val_mae": float("inf"), "epoch": -1}, 1.0
     if resume and ckpt_path.exists():
         arrays, meta = load_npz(ckpt_path)
         if meta.get("format") != CHECKPOINT_FORMAT:
@@ -225,36 +298,33 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
                                                            for i in range(len(opt.params))]})
         rng.bit_generator.state = meta["rng"]
         start, history, best = meta["epoch"] + 1, meta["history"], meta["best"]
-    base_lr = cfg.lr
+        rate_scale = meta.get("rate_scale", 1.0)
     end = cfg.total_epochs if stop_after is None else min(cfg.total_epochs, start + stop_after)
     for epoch in range(start, end):
         t0 = time.perf_counter()
         patches = epoch < cfg.epochs
-        if patches:
-            lr = base_lr * 0.1 ** sum(m <= epoch for m in cfg.milestones)
-        else:
-            lr = cfg.finetune_lr * 0.1 ** sum(m <= epoch - cfg.epochs for m in cfg.finetune_milestones)
-        opt.lr = lr
-        batches = (_patch_batch(train_samples, cfg, rng) for _ in range(cfg.steps_per_epoch)) if patches \
-            else _whole_image_batches(train_samples, cfg, rng)
-        total = cfg.steps_per_epoch if patches else len(train_samples)
-        losses = []
-        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{cfg.total_epochs}", leave=False,
-                   disable=not progress)
-        for x, y in bar:
-            opt.zero_grad()
-            loss = training_loss(model(mf.tensor(x, device=cfg.device)), mf.tensor(y, device=cfg.device), cfg)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if not np.isfinite(losses[-1]):
-                raise FloatingPointError(f"train: loss became {losses[-1]} at epoch {epoch + 1}; "
-                                         f"lower the learning rate (now {lr:g})")
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        scheduled = optim.step_lr(cfg.lr, cfg.milestones, epoch) if patches else \
+            optim.step_lr(cfg.finetune_lr, cfg.finetune_milestones, epoch - cfg.epochs)
+        good = _snapshot(model, opt, rng) if recover else None
+        cuts = 0
+        while True:  # the epoch, again from its start at a tenth of the rate while the loss diverges
+            opt.lr = lr = scheduled * rate_scale
+            losses = _train_epoch(model, opt, train_samples, cfg, rng, patches, epoch, progress)
+            if losses[-1] is not None:
+                break
+            step, value = len(losses) - 1, losses[-2]
+            if not recover or cuts == MAX_RATE_CUTS:
+                raise FloatingPointError(f"train: loss became {value:g} at epoch {epoch + 1} (step {step}, "
+                                         f"lr {lr:g}); lower the learning rate")
+            _restore(good, model, opt, rng)
+            cuts, rate_scale = cuts + 1, rate_scale * RATE_CUT
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}: loss became {value:.4g} at step {step} at lr {lr:g}; back to the "
+                           f"epoch's start at lr {scheduled * rate_scale:g}")
         val_mae = validation_mae(model, val_samples, cfg.device)
         row = {"epoch": epoch + 1, "phase": "patches" if patches else "whole", "lr": lr,
                "train_loss": float(np.mean(losses)), "val_mae": val_mae,
-               "seconds": round(time.perf_counter() - t0, 3)}
+               "seconds": round(time.perf_counter() - t0, 3), "rate_cuts": cuts}
         history.append(row)
         if val_mae < best["val_mae"] or not val_samples:
             best = {"val_mae": val_mae, "epoch": epoch + 1}
@@ -264,10 +334,11 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
         arrays.update({f"velocity/{i}": v for i, v in enumerate(state.pop("velocity")) if v is not None})
         save_npz(ckpt_path, arrays, {"format": CHECKPOINT_FORMAT, "config": asdict(cfg),
                                      "model": model.config(), "optim": state, "rng": rng.bit_generator.state,
-                                     "epoch": epoch, "history": history, "best": best})
+                                     "epoch": epoch, "history": history, "best": best, "rate_scale": rate_scale})
         _write_log(out_dir / "log.csv", history)
         _write_curves(out_dir / "curves.png", history)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.total_epochs}  {row['phase']:7s}  lr {lr:.0e}  "
-                       f"loss {row['train_loss']:.4g}  val MAE {val_mae:.3f}  ({row['seconds']:.0f} s)")
+                       f"loss {row['train_loss']:.4g}  val MAE {val_mae:.3f}  ({row['seconds']:.0f} s)"
+                       + (f"  (rate cut {cuts}x: the loss diverged)" if cuts else ""))
     return {"best": best, "history": history, "out_dir": str(out_dir)}

@@ -5,8 +5,9 @@ from PIL import Image
 from scipy import ndimage
 
 from minifcrn.cli import main
-from minifcrn.count import ASSETS, CELL_SIZE, count, load_model
-from minifcrn.data.images import InputError
+from minifcrn.counting import CELL_SIZE, count
+from minifcrn.errors import InputError
+from minifcrn.inference import ASSETS, load_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from PIL import Image
 
 import minifcrn
 from minifcrn.cli import main
-from minifcrn.count import count, detect
+from minifcrn.counting import count, detect
+from minifcrn.inference import load_model, weights_hash
 from minifcrn.io import save_weights
 from minifcrn.models import FCRN_A, FCRN_B
 
@@ -115,7 +116,7 @@ def test_count_folder_results_table_and_resume(weights, images, tmp_path, capsys
     """One results table, written as it goes; a bad file is recorded and skipped; --resume redoes nothing done."""
     import csv
 
-    import minifcrn.count as mc
+    import minifcrn.counting as mc
 
     (images / "broken.png").write_bytes(b"garbage")
     out = tmp_path / "out"
@@ -123,7 +124,7 @@ def test_count_folder_results_table_and_resume(weights, images, tmp_path, capsys
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["000cell.png", "001cell.png", "broken.png"]
     assert rows[2]["count"] == "" and "cannot read image" in rows[2]["error"]
-    assert all(r["weights"] == mc.weights_hash(mc.load_model(weights)) and r["model"] == "fcrn-a" for r in rows)
+    assert all(r["weights"] == weights_hash(load_model(weights)) and r["model"] == "fcrn-a" for r in rows)
     table = json.loads((out / "results.json").read_text())
     assert [(r["file"], str(r["count"]), r["error"]) for r in table] == [(r["file"], r["count"], r["error"])
                                                                          for r in rows]

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minifcrn.count import ASSETS, count, load_model
-from minifcrn.data.images import InputError
+from minifcrn.counting import count
+from minifcrn.errors import InputError
+from minifcrn.inference import ASSETS, load_model
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -41,8 +42,9 @@ def test_count_files_keeps_going_past_a_bad_file(image, client, tmp_path):
     Image.fromarray(image.astype(np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"not a png")
     rows = md.count_files([tmp_path / "a.png", tmp_path / "b.png"], "fcrn-a")
-    assert rows[0]["count"] == pytest.approx(count(tmp_path / "a.png").count, rel=1e-6)
-    assert rows[1]["count"] is None and "cannot read image" in rows[1]["error"]
+    assert rows[0].count == pytest.approx(count(tmp_path / "a.png").count, abs=0.005)  # as results.csv
+    assert rows[0].weights == rows[1].weights and rows[0].file.endswith("a.png")
+    assert rows[1].count is None and "cannot read image" in rows[1].error
 
 
 def test_bad_arrays_are_refused():

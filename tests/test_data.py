@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from minifcrn.data import InputError, Sample, density_map, load_samples, random_patch, read_image, read_points

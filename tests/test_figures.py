@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from minifcrn.cli import main
-from minifcrn.count import ASSETS, count
+from minifcrn.counting import count
 from minifcrn.data.annotations import read_points
+from minifcrn.inference import ASSETS
 
 pytest.importorskip("matplotlib")
 from minifcrn.figures import MissingMatplotlib, count_figure, training_curves  # noqa: E402

@@ -5,8 +5,8 @@ from PIL import Image
 
 import minifcrn as mf
 from minifcrn.cli import main
-from minifcrn.count import ASSETS, load_model
-from minifcrn.data.images import InputError
+from minifcrn.errors import InputError
+from minifcrn.inference import ASSETS, load_model
 from minifcrn.invert import conv_layers, frozen, reconstruct
 from minifcrn.models import FCRN_A
 

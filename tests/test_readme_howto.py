@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from test_train import blobs
 
 from minifcrn.cli import main
-from test_train import blobs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"--epochs": "1", "--steps": "2", "--milestones": "1", "--finetune-epochs": "1"}

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from minifcrn.cli import main
-from minifcrn.count import count, load_model
-from minifcrn.data.images import InputError, read_image
+from minifcrn.counting import count
+from minifcrn.data.images import read_image
+from minifcrn.errors import InputError
+from minifcrn.inference import load_model
 from minifcrn.io import load_npz
 
 TRAIN = ["train", "--synthetic", "4", "--epochs", "4", "--steps", "3", "--batch-size", "2", "--patch-size", "32",

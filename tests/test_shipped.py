@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minifcrn.count import ASSETS, SHIPPED, count, load_model
+from minifcrn.counting import count
 from minifcrn.data.samples import load_samples
+from minifcrn.inference import ASSETS, SHIPPED, load_model
 from minifcrn.train import validation_mae
 
 VGG = Path(__file__).resolve().parents[2] / "shared" / "data" / "vgg_cells"

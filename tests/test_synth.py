@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minifcrn.cli import main
-from minifcrn.data.images import InputError
 from minifcrn.data.samples import load_samples
+from minifcrn.errors import InputError
 from minifcrn.synth import COMPONENTS, SynthConfig, SyntheticSamples, generate, write_dataset
 
 configs = st.builds(

@@ -3,15 +3,16 @@ import numpy as np
 import pytest
 
 from minifcrn.cli import main
-from minifcrn.count import count, load_model, tile_margin
-from minifcrn.data.images import InputError
+from minifcrn.counting import count
+from minifcrn.errors import InputError
+from minifcrn.inference import load_model, tile_margin
 
 
 @pytest.fixture(scope="module")
 def image():
     from PIL import Image
 
-    from minifcrn.count import ASSETS
+    from minifcrn.inference import ASSETS
     sample = np.asarray(Image.open(ASSETS / "sample.png"), dtype=np.float32)
     # not a multiple of any tile size, and larger than the sample in one direction
     return np.concatenate([sample, sample[::-1]], axis=0)[:301, :203]

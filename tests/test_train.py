@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import minifcrn as mf
-
 from minifcrn.cli import main
 from minifcrn.data import Sample, density_map
 from minifcrn.io import load_npz, load_weights
@@ -41,13 +40,36 @@ def test_outputs_and_log(tmp_path):
                          "finetune_milestones": [2]})
     summary = fit([blobs(k) for k in range(3)], [blobs(9)], cfg, tmp_path, progress=False)
     lines = (tmp_path / "log.csv").read_text().splitlines()
-    assert lines[0] == "epoch,phase,lr,train_loss,val_mae,seconds" and len(lines) == 6
+    assert lines[0] == "epoch,phase,lr,train_loss,val_mae,seconds,rate_cuts" and len(lines) == 6
     assert [h["phase"] for h in summary["history"]] == ["patches", "patches", "whole", "whole", "whole"]
     # each phase has its own schedule, counted from its first epoch
     assert [h["lr"] for h in summary["history"]] == pytest.approx([0.1, 0.01, 0.005, 0.005, 0.0005])
     model, meta = load_weights(tmp_path / "best.npz")
     assert model.arch == "fcrn-a" and meta["record"]["best"] == summary["best"]
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_far_too_high_rate_is_cut_until_training_goes_on(tmp_path, capsys):
+    """At lr 1000 the loss diverges: the epoch goes back to its start at a tenth of the rate until it
+    does not, says so on screen and in log.csv, and the run ends with a finite, falling loss."""
+    train, val = [blobs(k) for k in range(3)], [blobs(9)]
+    cfg = TrainConfig(**{**TINY, "lr": 1000.0, "epochs": 4, "finetune_epochs": 0})
+    summary = fit(train, val, cfg, tmp_path, progress=True)
+    history = summary["history"]
+    assert history[0]["rate_cuts"] >= 2 and history[0]["lr"] == pytest.approx(1000.0 * 0.1 ** history[0]["rate_cuts"])
+    assert all(h["lr"] == history[0]["lr"] and h["rate_cuts"] == 0 for h in history[1:])  # the cut stays
+    losses = [h["train_loss"] for h in history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
+    assert "back to the epoch's start at lr" in capsys.readouterr().out
+    assert (tmp_path / "log.csv").read_text().splitlines()[1].endswith(f",{history[0]['rate_cuts']}")
+    meta = load_npz(tmp_path / "checkpoint.npz")[1]
+    assert meta["rate_scale"] == pytest.approx(0.1 ** history[0]["rate_cuts"])  # a resumed run keeps the cut
+
+
+def test_without_recovery_a_diverged_loss_stops_training_in_one_line(tmp_path):
+    cfg = TrainConfig(**{**TINY, "lr": 1000.0, "epochs": 1, "finetune_epochs": 0})
+    with pytest.raises(FloatingPointError, match=r"loss became .* at epoch 1 \(step \d+, lr 1000\)"):
+        fit([blobs(0)], [blobs(9)], cfg, tmp_path, progress=False, recover=False)
 
 
 def test_resume_with_other_options_is_refused(tmp_path):
