@@ -28,7 +28,8 @@ def main(argv=None):
 
     import numpy as np
 
-    from minifcrn.count import count, load_model
+    from minifcrn.counting import count
+    from minifcrn.inference import load_model
     from minifcrn.synth import SynthConfig, generate
 
     net = load_model(args.model)

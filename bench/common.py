@@ -157,7 +157,7 @@ def machine_info() -> dict:
     return info
 
 
-ENGINE_SOURCES = ("ops/*.py", "autograd.py", "backend.py", "functional.py")  # what the op timings run
+ENGINE_SOURCES = ("ops/*.py", "cpu/*.py", "backend/*.py", "autograd.py", "functional.py")  # what the op timings run
 
 
 def engine_fingerprint() -> str:
@@ -249,10 +249,15 @@ def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def timed(fn) -> float:
-    """Seconds one call of ``fn`` takes."""
+def timed(fn, sync=None) -> float:
+    """Seconds one call of ``fn`` takes; ``sync`` (for a GPU: wait for the queued work), when
+    given, runs before and after it, so the time is that of the work, not of its launch."""
+    if sync:
+        sync()
     t0 = time.perf_counter()
     fn()
+    if sync:
+        sync()
     return time.perf_counter() - t0
 
 

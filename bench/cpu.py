@@ -46,62 +46,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import harness  # noqa: E402
 
 WORKLOADS = [("train", 8, 96), ("train", 1, 256), ("infer", 1, 256), ("infer", 1, 1024)]
 TARGETS = {"train": 1.5, "infer": 1.0, "memory": 1.5}  # the issue's closing thresholds (train goal 1.0)
 
 
 def load():
-    global np, torch, mf, F, FCRN, optim, step_flops, torch_twin
-    import torch  # first: PyTorch's OpenMP runtime starts with its own defaults (see common.configure_threads)
+    global np, step_flops
+    import torch  # noqa: F401  (first: its OpenMP runtime keeps its own defaults, see common.configure_threads)
 
-    import minifcrn as mf
-    import minifcrn.functional as F
     import numpy as np
-    from minifcrn import optim
-    from minifcrn.models import FCRN
-    from twins import step_flops, torch_twin
+    from twins import step_flops  # imports minifcrn
 
 
-class Pair:
-    """Our model and its PyTorch twin on one workload, each as a zero-argument callable."""
-
-    def __init__(self, arch, kind, batch, size, seed=0):
-        rng = np.random.default_rng(seed)
-        self.model = FCRN(arch, rng=seed)
-        self.net = torch_twin(self.model)
-        x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
-        t = rng.random((batch, 1, size, size)).astype(np.float32)
-        self.x, self.t = mf.tensor(x), mf.tensor(t)
-        self.tx, self.tt = torch.from_numpy(x), torch.from_numpy(t)
-        self.opt = optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-        self.topt = torch.optim.SGD(self.net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-        self.kind = kind
-
-    def ours(self):
-        if self.kind == "infer":
-            with mf.no_grad():
-                return self.model(self.x).numpy()
-        self.opt.zero_grad()
-        loss = F.mse_loss(self.model(self.x), self.t)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
-
-    def theirs(self):
-        if self.kind == "infer":
-            with torch.no_grad():
-                return self.net(self.tx).numpy()
-        self.topt.zero_grad()
-        loss = torch.nn.functional.mse_loss(self.net(self.tx), self.tt)
-        loss.backward()
-        self.topt.step()
-        return loss.item()
-
-    def agreement(self):
-        """Max |ours - theirs| / max |theirs| of the first output (before any update)."""
-        a, b = np.asarray(self.ours()), np.asarray(self.theirs())
-        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+def make_pair(arch, kind, batch, size, seed=0):
+    """``harness.Pair`` on a standard-normal image and a uniform [0, 1) target; SGD lr 1e-4, momentum 0.9."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
+    t = rng.random((batch, 1, size, size)).astype(np.float32)
+    return harness.Pair(arch, kind, x, t, seed=seed, lr=1e-4, momentum=0.9, weight_decay=5e-4)
 
 
 def matmul_gflops(repeats=5, n=2048):
@@ -111,14 +75,13 @@ def matmul_gflops(repeats=5, n=2048):
 
 
 def time_pair(pair, repeats, warmup):
-    for _ in range(warmup):
-        pair.ours(), pair.theirs()
-    ours, theirs, monitor = [], [], common.CpuMonitor().start()
-    for r in range(repeats):
-        order = [(pair.ours, ours), (pair.theirs, theirs)]
-        for fn, samples in (order if r % 2 == 0 else order[::-1]):
-            samples.append(common.timed(fn))
-    return common.summarize(ours), common.summarize(theirs), monitor.stop()["others_cores"]
+    """Ours and PyTorch's summaries over ``repeats`` alternating rounds after ``warmup`` calls each, and
+    the cores other processes kept busy during the rounds (not the warm-up); garbage collection stays on."""
+    runners = [("ours", pair.ours), ("torch", pair.theirs)]
+    harness.warm_up(runners, warmup)
+    monitor = common.CpuMonitor().start()
+    timing = harness.time_interleaved(runners, repeats, 0, disable_gc=False)
+    return timing["ours"], timing["torch"], monitor.stop()["others_cores"]
 
 
 # -- per-op breakdown ---------------------------------------------------------------------------
@@ -173,7 +136,7 @@ def _rss_kib(field):
 
 def memory_child(arch, batch, size, library):
     load()
-    pair = Pair(arch, "train", batch, size)
+    pair = make_pair(arch, "train", batch, size)
     step = pair.ours if library == "ours" else pair.theirs
     step(), step()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back: "before" is the live set
@@ -261,8 +224,8 @@ def main(argv=None):
         for kind, batch, size in WORKLOADS:
             if args.only and kind != args.only:
                 continue
-            pair = Pair(arch, kind, batch, size)
-            agreement = pair.agreement()
+            pair = make_pair(arch, kind, batch, size)
+            agreement = pair.agreement()["loss" if kind == "train" else "output"]
             ours, theirs, load_ = time_pair(pair, args.repeats, args.warmup)
             flops = step_flops(pair.model, batch, size, kind)
             r = {"arch": arch, "kind": kind, "batch": batch, "size": size, "ours": ours, "torch": theirs,

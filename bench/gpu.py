@@ -57,18 +57,16 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as TF  # noqa: E402
 
-import minifcrn as mf  # noqa: E402
-from minifcrn import backend, optim  # noqa: E402
-from minifcrn import functional as F  # noqa: E402
+from minifcrn import backend  # noqa: E402
 from minifcrn.models import FCRN  # noqa: E402
 from minifcrn.ops import conv as conv_op  # noqa: E402
-from minifcrn.ops import upsample_conv as upsample_conv_op  # noqa: E402
+from minifcrn.cpu import upsample_conv as upsample_conv_op  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (bench/common.py)
-from twins import step_flops, torch_twin  # noqa: E402  (bench/twins.py)
+import harness  # noqa: E402  (bench/harness.py)
+from twins import step_flops  # noqa: E402  (bench/twins.py)
 
 TARGETS = {"train-large": 1.5, "infer-large": 1.5}  # the issue's targets: ours/torch at most this
 AGREEMENT_TOL = 1e-3  # max |ours - torch| / max |torch| above this is reported
@@ -104,7 +102,7 @@ BREAKDOWN_WORKLOAD = "train-large"
 class Platform:
     """Devices, clock and synchronisation of one kind of run."""
 
-    name = device = torch_device = gemm_library = other_label = ""
+    name = device = gemm_library = other_label = ""
     xp = np
 
     def context(self):
@@ -113,14 +111,6 @@ class Platform:
 
     def sync(self):
         """Wait until both libraries' queued work is done."""
-
-    def seconds(self, fn) -> float:
-        """Wall-clock seconds of one call of ``fn``, between two synchronisations."""
-        self.sync()
-        t0 = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - t0
 
     def stamp(self):
         """A point on the device's timeline."""
@@ -143,7 +133,7 @@ class Platform:
 class Gpu(Platform):
     """The benchmark proper: minifcrn on "cuda" (CuPy), PyTorch on "cuda", CUDA events as the clock."""
 
-    name, device, torch_device = "gpu", "cuda", "cuda"
+    name, device = "gpu", "cuda"
     gemm_library = "cuBLAS"
     other_label = "rest: CuPy elementwise ops, copies, reductions; GPU idle waiting on Python"
 
@@ -228,7 +218,7 @@ def _probe(read) -> str:
 class Emulated(Platform):
     """--dry-run: minifcrn on "cpu" with its CUDA kernels run by the CPU emulator, PyTorch on the CPU."""
 
-    name, device, torch_device = "dry-run", "cpu", "cpu"
+    name, device = "dry-run", "cpu"
     gemm_library = "NumPy BLAS"
     other_label = "rest: NumPy ops, Python"
 
@@ -255,93 +245,13 @@ def workload_flops(model: FCRN, w: Workload) -> int:
     return step_flops(model, w.batch, w.size, w.kind)
 
 
-def host(a) -> np.ndarray:
-    """A float64 NumPy copy of a NumPy/CuPy array, a torch tensor or a number."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    return np.asarray(backend.to_device(a, "cpu"), dtype=np.float64)
-
-
-def relative_error(ours, theirs) -> float:
-    """max |ours - theirs| / max |theirs|."""
-    a, b = host(ours), host(theirs)
-    return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
-
-
-class Pair:
-    """One workload on both sides: our FCRN-A and its PyTorch twin, same weights, same inputs."""
-
-    def __init__(self, w: Workload, platform: Platform, seed: int):
-        self.workload = w
-        rng = np.random.default_rng(seed)
-        shape = (w.batch, 1, w.size, w.size)
-        image, target = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
-        self.model = FCRN("fcrn-a", rng=seed).to(platform.device)
-        self.net = torch_twin(self.model).to(platform.torch_device)
-        self.x, self.t = (mf.tensor(a, device=platform.device) for a in (image, target))
-        self.tx, self.tt = (torch.from_numpy(a).to(platform.torch_device) for a in (image, target))
-        if w.kind == "train":
-            self.opt = optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-            self.topt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM, dampening=MOMENTUM,
-                                        weight_decay=WEIGHT_DECAY)
-        else:
-            self.net.eval()
-
-    def ours(self):
-        """One training step or one inference, by minifcrn."""
-        if self.workload.kind == "infer":
-            with mf.no_grad():
-                return self.model(self.x)
-        self.opt.zero_grad()
-        loss = F.mse_loss(self.model(self.x), self.t, "mean")
-        loss.backward()
-        self.opt.step()
-        return loss
-
-    def pytorch(self):
-        """The same, by PyTorch."""
-        if self.workload.kind == "infer":
-            with torch.no_grad():
-                return self.net(self.tx)
-        self.topt.zero_grad(set_to_none=True)
-        loss = TF.mse_loss(self.net(self.tx), self.tt)
-        loss.backward()
-        self.topt.step()
-        return loss
-
-    def agreement(self) -> dict:
-        """Relative errors of ours vs torch: the output and, for training, the loss and every gradient."""
-        if self.workload.kind == "infer":
-            with mf.no_grad(), torch.no_grad():
-                return {"output": relative_error(self.model(self.x).data, self.net(self.tx))}
-        y, ty = self.model(self.x), self.net(self.tx)
-        loss, tloss = F.mse_loss(y, self.t, "mean"), TF.mse_loss(ty, self.tt)
-        loss.backward()
-        tloss.backward()
-        errors = {"output": relative_error(y.data, ty), "loss": relative_error(loss.item(), tloss.item()),
-                  "gradients": max(relative_error(p.grad, q.grad)
-                                   for p, q in zip(self.model.parameters(), self.net.parameters()))}
-        self.opt.zero_grad()
-        self.topt.zero_grad(set_to_none=True)
-        return errors
-
-
-# -- timing -------------------------------------------------------------------------------------
-def time_alternating(platform: Platform, runners: list, warmup: int, repeats: int) -> dict:
-    """Warm each runner up, then ``repeats`` rounds alternating their order; a summary per runner."""
-    for _ in range(warmup):
-        for _, fn in runners:
-            fn()
-    samples = {name: [] for name, _ in runners}
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(repeats):
-            for name, fn in (runners if r % 2 == 0 else runners[::-1]):
-                samples[name].append(platform.seconds(fn))
-    finally:
-        gc.enable()
-    return {name: common.summarize(s) for name, s in samples.items()}
+def make_pair(w: Workload, platform: Platform, seed: int) -> harness.Pair:
+    """``harness.Pair`` of FCRN-A on ``w``: uniform [0, 1) image and target, the paper's SGD (eq. 3)."""
+    rng = np.random.default_rng(seed)
+    shape = (w.batch, 1, w.size, w.size)
+    image, target = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
+    return harness.Pair("fcrn-a", w.kind, image, target, seed=seed, device=platform.device, lr=LR,
+                        momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, dampening=MOMENTUM)
 
 
 def matmul_rate(platform: Platform, n: int, repeats: int) -> dict:
@@ -350,7 +260,7 @@ def matmul_rate(platform: Platform, n: int, repeats: int) -> dict:
     out = platform.xp.empty((n, n), dtype=np.float32)
     product = lambda: platform.xp.matmul(a, b, out=out)  # noqa: E731
     product()
-    timing = common.summarize([platform.seconds(product) for _ in range(repeats)])
+    timing = common.summarize([common.timed(product, platform.sync) for _ in range(repeats)])
     return {"n": n, "ms": timing["median_ms"], "gflops": 2 * n**3 / (timing["median_ms"] * 1e6), "timing": timing}
 
 
@@ -442,7 +352,7 @@ def time_gemm(platform: Platform, g: Gemm, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def profile_step(platform: Platform, pair: Pair, steps: int) -> dict:
+def profile_step(platform: Platform, w: Workload, pair: harness.Pair, steps: int) -> dict:
     """Where our training step spends its time: our kernels, the GEMMs, the rest."""
     profiler = StepProfiler(platform)
     step_ms = []
@@ -466,17 +376,18 @@ def profile_step(platform: Platform, pair: Pair, steps: int) -> dict:
     rows.append({"part": platform.other_label, "calls": None, "ms": step - sum(r["ms"] for r in rows)})
     for row in rows:
         row["share"] = row["ms"] / step
-    return {"workload": pair.workload.key, "steps": steps, "step_ms": step, "step_samples_ms": step_ms,
+    return {"workload": w.key, "steps": steps, "step_ms": step, "step_samples_ms": step_ms,
             "rows": rows, "kernel_launches": len(profiler.launches), "gemms_noted": len(profiler.gemms)}
 
 
 # -- one run ------------------------------------------------------------------------------------
-def run_workload(platform: Platform, w: Workload, args, peak_gflops: float) -> tuple[dict, Pair]:
+def run_workload(platform: Platform, w: Workload, args, peak_gflops: float) -> tuple[dict, harness.Pair]:
     """Check agreement, time both sides, and derive the rates; the result and the live pair."""
-    pair = Pair(w, platform, args.seed)
+    pair = make_pair(w, platform, args.seed)
     flops = workload_flops(pair.model, w)
     errors = pair.agreement()
-    timing = time_alternating(platform, [("ours", pair.ours), ("torch", pair.pytorch)], args.warmup, args.repeats)
+    timing = harness.time_interleaved([("ours", pair.ours), ("torch", pair.theirs)], args.repeats, args.warmup,
+                                      sync=platform.sync)
     result = {"workload": w.key, "label": w.label, "kind": w.kind, "batch": w.batch, "size": w.size,
               "conv_gflop": flops / 1e9, "agreement": errors,
               "agreement_ok": max(errors.values()) <= AGREEMENT_TOL, **timing}
@@ -509,7 +420,7 @@ def run_benchmark(platform: Platform, workloads, args) -> dict:
             warnings.append(f"WARNING: {w.label}: ours and torch differ by more than {AGREEMENT_TOL:g} ({errors})")
             print(warnings[-1], flush=True)
         if w.key == BREAKDOWN_WORKLOAD:
-            breakdown = profile_step(platform, pair, args.breakdown_steps)
+            breakdown = profile_step(platform, w, pair, args.breakdown_steps)
         results.append(result)
         del pair
         platform.free_memory()

@@ -23,7 +23,7 @@ import common
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from minifcrn.count import count
+from minifcrn.counting import count
 r = count(sys.argv[1], tile_size=int(sys.argv[2]))
 print(json.dumps({"count": r.count, "detections": len(r.detections), "seconds": time.perf_counter() - t0,
                   "density_mb": r.density.nbytes / 2**20,
@@ -37,7 +37,7 @@ def make_image(path: Path, side: int):
     import tifffile
     from PIL import Image
 
-    from minifcrn.count import ASSETS
+    from minifcrn.inference import ASSETS
 
     if path.exists():
         return

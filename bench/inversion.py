@@ -30,7 +30,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     common.configure_threads(2)
 
-    from minifcrn.count import ASSETS
+    from minifcrn.inference import ASSETS
     from minifcrn.invert import as_plane, reconstruct_all
     from minifcrn.viz import render_inversion
 

@@ -53,7 +53,7 @@ WHOLE = {"epochs": 0, "finetune_epochs": 10, "finetune_lr": 0.003, "count_weight
 
 def mbm_samples(cell_size):
     """The 44 MBM samples, intensity-inverted and resized so nuclei are 9 px across."""
-    from minifcrn.count import CELL_SIZE, rescale
+    from minifcrn.counting import CELL_SIZE, rescale
     from minifcrn.data.samples import Sample, load_samples
 
     s = CELL_SIZE / cell_size
@@ -101,7 +101,7 @@ def recipe_of(init, epochs=None):
 
 
 def cmd_train(args):
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
     from minifcrn.train import TrainConfig, fit, validation_mae
 
     samples = mbm_samples(args.cell_size)
@@ -127,7 +127,7 @@ def cmd_train(args):
                 t0 = time.perf_counter()
                 patches, folder, lr = _patch_stage(train, val, recipe, draw, out,
                                                    args.pretrained if init == "pretrained" else None)
-                start = load_model(str(folder / "best.npz")).train()
+                start = load_model(str(folder / "best.npz"))
                 summary = fit(train, val, TrainConfig(**WHOLE, seed=draw, channel="inverted"), out / "whole",
                               model=start, resume=True, progress=False)
                 best = load_model(str(out / "whole" / "best.npz"))
@@ -142,7 +142,7 @@ def cmd_train(args):
 
 
 def _hash(path):
-    from minifcrn.count import load_model, weights_hash
+    from minifcrn.inference import load_model, weights_hash
     return weights_hash(load_model(path))
 
 
@@ -156,11 +156,11 @@ def _patch_stage(train, val, recipe, draw, out, pretrained):
     """Train on patches at the recipe's rate; a run whose loss becomes NaN restarts, once and from its
     initial weights, at ``FALLBACK`` times that rate (in ``out/patches-fallback``, so a resumed run goes
     straight there).  Returns fit's summary, the folder of its weights and the rate that trained."""
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
     from minifcrn.train import TrainConfig, fit
 
     def attempt(lr, folder):
-        model = load_model(pretrained).train() if pretrained else None  # fresh: a diverged run left NaNs
+        model = load_model(pretrained) if pretrained else None  # fresh: a diverged run left NaNs
         config = TrainConfig(**{**recipe, "lr": lr}, seed=draw, channel="inverted")
         return fit(train, val, config, folder, model=model, resume=True, progress=False), folder, lr
 

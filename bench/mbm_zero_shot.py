@@ -31,7 +31,8 @@ def main(argv=None):
 
     import numpy as np
 
-    from minifcrn.count import count, load_model
+    from minifcrn.counting import count
+    from minifcrn.inference import load_model
     from minifcrn.data.samples import load_samples
 
     samples = load_samples(MBM, channel="inverted")

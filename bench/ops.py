@@ -62,6 +62,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (bench/common.py; imports no numpy at module level)
+import harness  # noqa: E402  (bench/harness.py; nor does it)
 
 TARGET_RATIO = 2.0  # the issue's target: every op within 2x of PyTorch CPU
 NOISY_CORES = 0.25  # a case during which other processes kept more cores busy than this is retried
@@ -267,37 +268,7 @@ class Case:
         return result
 
 
-# -- timing -----------------------------------------------------------------------------
-def time_interleaved(runners: list[tuple[str, callable]], repeats: int, warmup: int,
-                     settle_s: float) -> dict:
-    """Warm each runner up, then ``repeats`` rounds in rotated order; samples per runner.
-
-    In a round each runner sleeps ``settle_s`` (so the previous runner's spinning
-    pool threads -- OpenBLAS busy-waits ~0.1 s after every GEMM -- have parked),
-    makes one untimed call (wakes its own pools, as in back-to-back training
-    steps) and then one timed call.
-    """
-    for _ in range(warmup):
-        for _, fn in runners:
-            fn()
-    samples = {name: [] for name, _ in runners}
-    gc.collect()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(repeats):
-            k = r % len(runners)
-            for name, fn in runners[k:] + runners[:k]:
-                if settle_s:
-                    time.sleep(settle_s)
-                fn()
-                samples[name].append(common.timed(fn))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {name: common.summarize(s) for name, s in samples.items()}
-
-
+# -- breakdown --------------------------------------------------------------------------
 def profile_case(case: Case, repeats: int, top: int = 6) -> dict:
     """cProfile of our raw forward+backward: self time per function, per call, largest first.
 
@@ -586,9 +557,10 @@ def main(argv=None) -> int:
     common.configure_threads(args.threads)
     _load_libraries()
     threads = common.apply_runtime_threads(args.threads)
-    emulation = getattr(sys.modules.get("minifcrn.backend"), "_emulation", "off")
+    cpu_path = mf.backend.path_of(np.empty(0, np.float32))  # "cuda-emulated" under MINIFCRN_EMULATE_CUDA
+    emulation = "off" if cpu_path == "cpu-fast" else cpu_path
     if emulation != "off":
-        print(f"WARNING: minifcrn's CUDA emulation is {emulation!r} (environment); the CPU timings "
+        print(f"WARNING: minifcrn's NumPy ops take the {cpu_path!r} path (environment); the CPU timings "
               "below are of the emulated CUDA kernels, not of the Numba/NumPy path", flush=True)
 
     specs = fcrn_a_cases(args.batch, args.size)
@@ -635,7 +607,7 @@ def main(argv=None) -> int:
         for attempt in range(args.retries + 1):
             quiet = common.wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
             monitor = common.CpuMonitor().start()
-            timing = time_interleaved(runners, args.repeats, args.warmup, args.settle_ms / 1e3)
+            timing = harness.time_interleaved(runners, args.repeats, args.warmup, args.settle_ms / 1e3, wake=True)
             contention = monitor.stop()
             attempts.append((contention, timing, quiet))
             load = contention["others_cores"]

@@ -16,7 +16,7 @@ import platform
 from pathlib import Path
 
 
-from minifcrn.count import ASSETS
+from minifcrn.inference import ASSETS
 from minifcrn.data.samples import load_samples
 from minifcrn.io import load_weights, save_weights
 from minifcrn.train import validation_mae
@@ -51,7 +51,7 @@ def main():
         with open(run / "log.csv") as f:
             history += list(csv.DictReader(f))
     test = load_samples(args.data, names={f"{i:03d}cell" for i in range(101, 201)})
-    test_mae = validation_mae(model.eval(), test)
+    test_mae = validation_mae(model, test)
     record = {
         "data": "VGG synthetic cells (Lempitsky & Zisserman 2010): images 001-090 train, 091-100 validation; "
                 "101-200 held out for the test MAE",

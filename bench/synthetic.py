@@ -68,7 +68,7 @@ def stored_runs(path=RUNS) -> dict:
 def cmd_train(args):
     import numpy as np
 
-    from minifcrn.count import load_model
+    from minifcrn.inference import load_model
     from minifcrn.train import TrainConfig, fit
 
     done = stored_runs(args.runs)
@@ -83,7 +83,7 @@ def cmd_train(args):
         patches = fit(train, val, TrainConfig(**RECIPE, **data), Path(args.work) / variant / "patches",
                       resume=True, progress=not args.quiet)
         cfg = TrainConfig(**FINETUNE, finetune_epochs=WHOLE_STEPS // len(train), **data)
-        start = load_model(str(Path(args.work) / variant / "patches" / "best.npz")).train()
+        start = load_model(str(Path(args.work) / variant / "patches" / "best.npz"))
         summary = fit(train, val, cfg, Path(args.work) / variant / "whole", model=start, resume=True,
                       progress=not args.quiet)
         model = load_model(str(Path(args.work) / variant / "whole" / "best.npz"))
@@ -105,7 +105,7 @@ def cmd_train(args):
 def model_error(model, sample):
     """Predicted minus true count on one image."""
     from minifcrn.data.images import standardize
-    from minifcrn.train import predict_density
+    from minifcrn.inference import predict_density
     return float(predict_density(model, standardize(sample.image, sample.name)).sum() / model.density_scale
                  - sample.count)
 

@@ -31,7 +31,8 @@ def main(argv=None):
     import numpy as np
     from PIL import Image
 
-    from minifcrn.count import ASSETS, count, load_model
+    from minifcrn.counting import count
+    from minifcrn.inference import ASSETS, load_model
     sample = np.asarray(Image.open(ASSETS / "sample.png"), dtype=np.float32)
     row = np.concatenate([sample if k % 2 == 0 else sample[:, ::-1] for k in range(args.repeat)], axis=1)
     image = np.concatenate([row if k % 2 == 0 else row[::-1] for k in range(args.repeat)], axis=0)

@@ -13,6 +13,8 @@ def torch_twin(model) -> torch.nn.Sequential:
     """A PyTorch network with the layers of our ``model``, in order, holding copies of its weights."""
     layers = []
     for _, layer in model.layers:
+        if isinstance(layer, mnn.UpsampleConv2d):  # a decoder stage: the up-sampling, then its convolution
+            layers.append(torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         if isinstance(layer, mnn.Conv2d):
             o, c, k, _ = layer.weight.shape
             conv = torch.nn.Conv2d(c, o, k, stride=layer.stride, padding=layer.padding, bias=layer.bias is not None)
@@ -36,6 +38,8 @@ def conv_flops(model, batch: int, size: int) -> list[int]:
     """Forward FLOPs of each convolution on (batch, C, size, size): 2*N*Ho*Wo*O*C*k*k."""
     flops, side = [], size
     for _, layer in model.layers:
+        if isinstance(layer, mnn.UpsampleConv2d):  # its convolution runs after the x2 up-sampling
+            side *= 2
         if isinstance(layer, mnn.Conv2d):
             o, c, k, _ = layer.weight.shape
             flops.append(2 * batch * side * side * o * c * k * k)
