@@ -17,7 +17,8 @@ def torch_twin(model) -> torch.nn.Sequential:
             layers.append(torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         if isinstance(layer, mnn.Conv2d):
             o, c, k, _ = layer.weight.shape
-            conv = torch.nn.Conv2d(c, o, k, stride=layer.stride, padding=layer.padding, bias=layer.bias is not None)
+            conv = torch.nn.Conv2d(c, o, k, stride=layer.stride, padding=layer.padding, bias=layer.bias is not None,
+                                   dtype=getattr(torch, str(layer.weight.dtype)))  # float64 stays float64
             with torch.no_grad():
                 conv.weight.copy_(torch.from_numpy(layer.weight.numpy()))
                 if layer.bias is not None:

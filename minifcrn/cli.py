@@ -6,15 +6,15 @@
     minifcrn invert IMAGE [--layers conv1 ...] [--crop x0,y0,x1,y1] [--out inversion.png]
     minifcrn synth --n N --out DIR [--seed S] [--size WxH] ...
 
-count and evaluate share the counting options (--model, --channel, --cell-size,
---tile-size, --threshold, --min-distance, --device).  Every sub-command is a thin
-shell over functions importable from Python.  Bad input ends with a one-line message
-on stderr naming the file and the problem, and exit code 2; the other images of the
-same call are still processed.
+count and evaluate share the counting options (--model, --channel, --cell-size, --tile-size,
+--threshold, --min-distance, --device).  Every sub-command is a thin shell over functions
+importable from Python.  Bad input ends with a one-line message on stderr naming the file and
+the problem, and exit code 2; the other images of the same call are still processed.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,8 +27,8 @@ EXIT_BAD_INPUT = 2
 
 
 def _channel(value: str):
-    if value in ("grey", "inverted"):
-        return value
+    if value in ("grey", "gray", "inverted"):
+        return "grey" if value == "gray" else value
     try:
         return int(value)
     except ValueError:
@@ -42,6 +42,13 @@ def _size(value: str):
         return int(w), int(h or w)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--size must be W or WxH in pixels, got {value!r}") from None
+
+
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, where it has one."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
 
 
 def _parent(*options) -> argparse.ArgumentParser:
@@ -58,12 +65,12 @@ _OPTIONS = {
     "channel": (["--channel"], dict(type=_channel, default="grey",
                                     help="'grey' (mean of RGB), 'inverted' (grey negated: dark nuclei, e.g. H&E) "
                                          "or a channel number")),
-    "device": (["--device"], dict(default="cpu", choices=["cpu", "cuda"])),
+    "device": (["--device"], dict(default="cpu", choices=["cpu", "cuda"], help="where the network runs")),
     "seed": (["--seed"], dict(type=int, default=0, help="random seed")),
-    "threshold": (["--threshold"], dict(type=float, default=DEFAULT_THRESHOLD,
-                                        help=f"detection threshold, cells per pixel (default {DEFAULT_THRESHOLD:.4f})")),
+    "threshold": (["--threshold"], dict(type=float, default=DEFAULT_THRESHOLD, help="detection threshold, "
+                                        "cells per pixel (default: %(default).3g, half a lone cell's peak)")),
     "min_distance": (["--min-distance"], dict(type=int, default=DEFAULT_MIN_DISTANCE,
-                                              help=f"minimum pixels between detections (default {DEFAULT_MIN_DISTANCE})")),
+                                              help="minimum pixels between detections")),
     "cell_size": (["--cell-size"], dict(type=float, default=None, metavar="PIXELS",
                                         help="typical nucleus diameter in your images; they are resized so the network "
                                              "sees cells at the size it was trained on (9 px for the shipped weights), "
@@ -83,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "on a small from-scratch NumPy/CuPy deep-learning engine.")
     parser.add_argument("--version", action="version", version=f"minifcrn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    command = functools.partial(sub.add_parser, formatter_class=_ShowDefaults)
+
     counting = _parent(*COUNTING, "json")
 
-    c = sub.add_parser("count", parents=[counting], help="count and detect cells in images")
+    c = command("count", parents=[counting], help="count and detect cells in images")
     c.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="PNG/TIFF files, folders or glob patterns")
     c.add_argument("--sample", action="store_true", help="also count the sample image shipped with minifcrn")
     c.add_argument("--roi", help="count only inside x0,y0,x1,y1 (pixels, x1/y1 exclusive)")
@@ -97,40 +106,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --out, also write <name>_figure.png: image, density, ground truth (when the image "
                         "has annotations beside it) and detections, with colour bars (needs minifcrn[viz])")
 
-    e = sub.add_parser("evaluate", parents=[counting], help="count error and detection scores on annotated images")
+    e = command("evaluate", parents=[counting], help="count error and detection scores on annotated images")
     e.add_argument("folder", metavar="DIR", help="images with NNNdots.png or name.csv annotations")
-    e.add_argument("--radius", type=float, default=5.0, help="detection match radius in pixels (default 5)")
+    e.add_argument("--radius", type=float, default=5.0, help="detection match radius in pixels")
     e.add_argument("--protocol", choices=["vgg"], default=None,
                    help="vgg: score only the test images of the paper's Table 1 (101cell-200cell)")
 
-    t = sub.add_parser("train", parents=[_parent("channel", "seed", "device")], help="train an FCRN on annotated images")
+    t = command("train", parents=[_parent("channel", "seed", "device")], help="train an FCRN on annotated images")
     t.add_argument("--data", metavar="DIR", help="training images with annotations")
     t.add_argument("--synthetic", type=int, metavar="N",
                    help="train on N generated images (minifcrn.synth, made on the fly from --seed, nothing on disk) "
                         "instead of --data; validation on --val or on N/10 other generated images")
-    t.add_argument("--val", metavar="DIR", help="validation images (default: hold out --val-count of --data)")
-    t.add_argument("--val-count", type=int, default=None, help="images of --data held out for validation")
+    t.add_argument("--val", metavar="DIR", help="validation images (if not given: --val-count of --data held out)")
+    t.add_argument("--val-count", type=int, default=None, help="images of --data held out for validation (a fifth)")
     t.add_argument("--out", required=True, metavar="DIR", help="folder for checkpoint.npz, best.npz, log.csv")
-    t.add_argument("--arch", default="fcrn-a", choices=["fcrn-a", "fcrn-b"])
+    t.add_argument("--arch", default="fcrn-a", choices=["fcrn-a", "fcrn-b"], help="network (with --init: its own)")
     t.add_argument("--init", help="start from weights: fcrn-a, fcrn-b or a .npz (fine-tuning)")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    from minifcrn.train import TrainConfig
+
+    defaults = TrainConfig()
     for flag, field, kind, more in _TRAIN_SETTINGS:
-        t.add_argument(flag, dest=field, type=kind, default=None, **more)
+        t.add_argument(flag, dest=field, type=kind, default=getattr(defaults, field), **more)
     _synth_options(t)
 
-    v = sub.add_parser("invert", parents=[_parent("model", "channel", "seed", "device", "json")],
+    v = command("invert", parents=[_parent("model", "channel", "seed", "device", "json")],
                        help="reconstruct an image from a layer's features (what each layer keeps)")
     v.add_argument("image", nargs="?", metavar="IMAGE", help="PNG/TIFF (a crop around a cell clump works best)")
     v.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="layer names (default: every convolution, conv1 ... the last); see --list-layers")
     v.add_argument("--list-layers", action="store_true", help="print the model's layer names and stop")
     v.add_argument("--crop", help="invert only x0,y0,x1,y1 of the image (pixels, x1/y1 exclusive)")
-    v.add_argument("--iterations", type=int, default=300, help="gradient steps per layer (default 300)")
+    v.add_argument("--iterations", type=int, default=300, help="gradient steps per layer")
     v.add_argument("--lr", type=float, default=0.1, help="first step, in standardised pixel units (RMS)")
     v.add_argument("--lambda", dest="lam", type=float, default=1e-3, help="weight of the ||x||^2 penalty")
-    v.add_argument("--out", default="inversion.png", help="the PNG grid to write (default inversion.png)")
+    v.add_argument("--out", default="inversion.png", help="the PNG grid to write")
 
-    g = sub.add_parser("synth", parents=[_parent("seed")], help="write generated fluorescence images with their centres")
+    g = command("synth", parents=[_parent("seed")], help="write generated fluorescence images with their centres")
     g.add_argument("--n", type=int, required=True, help="number of images")
     g.add_argument("--out", required=True, metavar="DIR",
                    help="folder for synth_NNNNN.png (.tif at 16 bits) and synth_NNNNN.csv (x,y)")
@@ -142,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 _TRAIN_SETTINGS = [
     ("--epochs", "epochs", int, dict(help="patch epochs")),
     ("--steps", "steps_per_epoch", int, dict(help="patch batches per epoch")),
-    ("--batch-size", "batch_size", int, {}),
-    ("--patch-size", "patch_size", int, {}),
+    ("--batch-size", "batch_size", int, dict(help="patches per batch")),
+    ("--patch-size", "patch_size", int, dict(help="patch side, pixels")),
     ("--lr", "lr", float, dict(help="learning rate of the patch epochs")),
     ("--milestones", "milestones", int, dict(nargs="*", help="patch epochs at which lr /= 10")),
     ("--finetune-epochs", "finetune_epochs", int, dict(help="whole-image epochs after the patches")),
@@ -151,13 +163,13 @@ _TRAIN_SETTINGS = [
     ("--finetune-milestones", "finetune_milestones", int,
      dict(nargs="*", help="whole-image epochs (counted from the first) at which their lr /= 10")),
     ("--count-weight", "count_weight", float,
-     dict(help="add this times the squared per-pixel count error to the MSE (default 0: the paper's loss)")),
+     dict(help="add this times the squared per-pixel count error to the MSE (0: the paper's loss)")),
     ("--count-window", "count_window", int,
-     dict(help="take the count term's error over K x K windows instead of whole images (default 0)")),
+     dict(help="take the count term's error over K x K windows instead of whole images")),
     ("--jitter", "jitter", float,
-     dict(help="intensity jitter J: each standardised input times e^U(-J, J) plus U(-J, J) (default 0)")),
+     dict(help="intensity jitter J: each standardised input times e^U(-J, J) plus U(-J, J)")),
     ("--zoom", "zoom", float,
-     dict(help="patch zoom Z: each training patch spans e^U(-Z, Z) image pixels per pixel (default 0)")),
+     dict(help="patch zoom Z: each training patch spans e^U(-Z, Z) image pixels per pixel")),
 ]
 
 
@@ -167,12 +179,12 @@ def _synth_options(parser):
 
     d = SynthConfig()
     parser.add_argument("--size", type=_size, default=(d.width, d.height), metavar="W[xH]",
-                        help=f"image size in pixels (default {d.width}x{d.height})")
+                        help="image size in pixels")
     parser.add_argument("--cells", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                         help=f"range of the number of nuclei (default {d.cells[0]} {d.cells[1]} at "
                              f"{d.width}x{d.height}, scaled with the image area for other sizes)")
-    parser.add_argument("--radius", type=float, default=d.radius, help=f"mean nucleus radius (default {d.radius})")
-    parser.add_argument("--bit-depth", type=int, default=d.bit_depth, choices=[8, 16])
+    parser.add_argument("--radius", type=float, default=d.radius, help="mean nucleus radius, pixels")
+    parser.add_argument("--bit-depth", type=int, default=d.bit_depth, choices=[8, 16], help="bits per pixel")
     parser.add_argument("--without", nargs="*", default=[], choices=sorted(COMPONENTS),
                         help="switch generator components off (ablations)")
 
@@ -193,18 +205,6 @@ def _check_out_folder(out, command):
         raise InputError(f"{command}: --out {out} is a file, not a folder")
 
 
-def _matplotlib_or_note() -> bool:
-    """Whether matplotlib is there; if not, say once how to install it (everything else goes on)."""
-    import importlib.util
-
-    from minifcrn.figures import INSTALL
-
-    if importlib.util.find_spec("matplotlib") is None:
-        print(f"minifcrn: note: figures need matplotlib: {INSTALL}; going on without them", file=sys.stderr)
-        return False
-    return True
-
-
 def cmd_count(args) -> int:
     from tqdm import tqdm
 
@@ -217,16 +217,19 @@ def cmd_count(args) -> int:
     for flag in ("resume", "figure"):
         if getattr(args, flag) and not args.out:
             raise InputError(f"count: --{flag} needs --out, the folder to write into")
-    bar = tqdm(desc="counting", unit="image", disable=None, leave=False)
+    bar, header = tqdm(desc="counting", unit="image", disable=None, leave=False), [f"{'count':>10}  detections  file"]
 
     def show(row):
         bar.update()
         if row.error:
             _error(row.error)
         elif not args.json:
-            tqdm.write(f"{row.count:10.1f}  {row.detections:6d}  {row.file}")
+            tqdm.write("\n".join(header + [f"{row.count:10.1f}  {row.detections:10d}  {row.file}"]))
+            header.clear()  # once, above the first row
 
-    figures = args.figure and _matplotlib_or_note()
+    from minifcrn.figures import matplotlib_or_note
+
+    figures = args.figure and matplotlib_or_note()
     options = {name: getattr(args, name) for name in COUNTING if name != "model"}
     rows = count_many(inputs, args.model, args.out, args.resume, figures, on_row=show, roi=args.roi, **options)
     bar.close()
@@ -254,15 +257,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from minifcrn.figures import matplotlib_or_note
     from minifcrn.inference import load_model
     from minifcrn.train import TrainConfig, fit, training_sets
 
-    _matplotlib_or_note()  # for curves.png
+    matplotlib_or_note()  # for curves.png
     _check_out_folder(args.out, "train")
     synth = _synth_config(args) if args.synthetic is not None else None
     samples, val = training_sets(args.data, args.synthetic, args.val, args.val_count, args.channel, synth, args.seed)
     model = load_model(args.init) if args.init else None
-    settings = {field: getattr(args, field) for _, field, _, _ in _TRAIN_SETTINGS if getattr(args, field) is not None}
+    settings = {field: getattr(args, field) for _, field, _, _ in _TRAIN_SETTINGS}
     cfg = TrainConfig(arch=model.arch if model is not None else args.arch, seed=args.seed, device=args.device,
                       channel=args.channel, synthetic=args.synthetic or 0, synth=synth.to_dict() if synth else {},
                       **settings)
@@ -283,9 +287,7 @@ def cmd_invert(args) -> int:
 
     model = load_model(args.model, args.device)
     if args.list_layers:
-        convs = set(conv_layers(model))
-        for name in model.layer_names:
-            print(f"{name}{'  (in the default figure)' if name in convs else ''}")
+        print("\n".join(f"{n}{'  (in the default figure)' * (n in conv_layers(model))}" for n in model.layer_names))
         return 0
     if args.image is None:
         raise InputError("invert: give an IMAGE to invert (or --list-layers)")
@@ -321,8 +323,7 @@ def cmd_synth(args) -> int:
     return 0
 
 
-COMMANDS = {"count": cmd_count, "evaluate": cmd_evaluate, "train": cmd_train, "invert": cmd_invert,
-            "synth": cmd_synth}
+COMMANDS = {"count": cmd_count, "evaluate": cmd_evaluate, "train": cmd_train, "invert": cmd_invert, "synth": cmd_synth}
 
 
 def main(argv=None) -> int:

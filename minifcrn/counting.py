@@ -112,7 +112,8 @@ def rescale(plane: np.ndarray, shape) -> np.ndarray:
 
 def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THRESHOLD,
           min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None, cell_size=None) -> CountResult:
-    """Count and detect cells in ``image``: a path (PNG/TIFF) or an array (H, W) or (H, W, 3).
+    """Count and detect cells in ``image``: a path (PNG/TIFF) or an array (H, W) or (H, W, 3);
+    or a list of them, counted with the model loaded once: then a list of results.
 
     ``tile_size``: run the network on tiles of this size (a multiple of 8) with exact
     seams (``inference.predict_density_tiled``); None picks 1024 for images of more than
@@ -126,6 +127,9 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     across a few typical nuclei (e.g. Fiji's line tool) and averaging their lengths.
     """
     check_detection_args(threshold, min_distance)  # before the network runs
+    if isinstance(image, (list, tuple)):
+        net = load_model(model, device)
+        return [count(one, net, channel, roi, threshold, min_distance, device, tile_size, cell_size) for one in image]
     if isinstance(image, (str, Path)):
         source = str(image)
         plane = read_image(image, channel, memmap=True)  # a huge grey TIFF stays on disk until tiled

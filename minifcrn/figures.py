@@ -26,6 +26,17 @@ class MissingMatplotlib(InputError):
     """matplotlib is not installed; the message says how to install it."""
 
 
+def matplotlib_or_note() -> bool:
+    """Whether matplotlib is there; if not, say once on stderr how to install it (the rest goes on)."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"minifcrn: note: figures need matplotlib: {INSTALL}; going on without them", file=sys.stderr)
+        return False
+    return True
+
+
 def new_figure(width, height):
     """A matplotlib Figure of ``width`` x ``height`` inches at 100 dpi, drawn off-screen (no pyplot state)."""
     try:

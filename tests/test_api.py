@@ -137,3 +137,14 @@ def test_running_the_package_writes_no_file_inside_it(tmp_path):
     new = {p for p in PACKAGE.rglob("*") if p.is_file()} - before
     assert not [p for p in new if p.suffix in (".nbi", ".nbc")], new
     assert list((tmp_path / "minifcrn" / "numba").rglob("*.nbi"))
+
+
+def test_count_takes_a_list_and_gray_is_grey(capsys):
+    one = minifcrn.count(SAMPLE)
+    image = np.asarray(Image.open(SAMPLE))
+    both = minifcrn.count([SAMPLE, image], channel="gray")
+    assert [type(r) for r in both] == [minifcrn.CountResult] * 2
+    assert both[0].count == one.count and both[1].count == pytest.approx(one.count, rel=1e-6)
+    assert main(["count", str(SAMPLE), "--channel", "gray"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["count", "detections", "file"] and row.split()[-1] == str(SAMPLE)

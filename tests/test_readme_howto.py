@@ -1,12 +1,14 @@
 """The README's how-to for a new user ("Your own cells") works as written: its fine-tuning and
 counting commands, taken from the README itself, run on a folder of Fiji-style annotations with
 only the epoch and step counts made small."""
+import csv
 import importlib.util
 import re
 import shlex
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from test_train import blobs
 
@@ -61,3 +63,28 @@ def test_readme_howto_fine_tunes_counts_and_checks(tmp_path, monkeypatch):
     assert len(lines) == 3 and all(f"cells{k}.png" in "".join(lines) for k in (4, 5))
     if "--figure" in count and importlib.util.find_spec("matplotlib"):
         assert sorted(p.name for p in out.glob("*_figure.png")) == ["cells4_figure.png", "cells5_figure.png"]
+
+
+MBM = README.parents[1] / "shared" / "data" / "mbm"
+
+
+@pytest.mark.skipif(not MBM.is_dir(), reason="../shared/data/mbm is not here")
+def test_readme_howto_training_goes_on_with_real_h_and_e_images(tmp_path, monkeypatch):
+    """The how-to's fine-tuning command on four real MBM images (one for validation), at the
+    README's rate and steps, one epoch of each phase: it ended with "loss became inf" before the
+    rate was cut automatically; now it must train to a finite loss."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    for folder, names in (("my_annotated", ("001", "002", "003")), ("my_check", ("004",))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            for kind in ("cell", "dots"):
+                shutil.copy(MBM / f"{name}{kind}.png", tmp_path / folder)
+    train = howto_command("train")
+    one_epoch = {"--epochs": "1", "--milestones": "1", "--finetune-epochs": "1"}
+    train = [one_epoch.get(train[i - 1], a) if i else a for i, a in enumerate(train)]
+    assert main(train) == 0
+    with open(tmp_path / "my_model" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)

@@ -4,7 +4,7 @@ Formats: PNG (Pillow) and TIFF (tifffile); 8- or 16-bit integers or floats;
 grey (H, W), RGB or RGBA (H, W, 3|4; alpha dropped) or channels-first TIFF
 (3|4, H, W).  Channel handling (``channel``):
 
-* ``"grey"`` (default): the mean of the colour channels.  On the VGG cells,
+* ``"grey"`` (default; ``"gray"`` is the same): the mean of the colour channels.  On the VGG cells,
   whose nuclei are all in the blue channel, this is that channel over 3, which
   standardisation makes the same; on a grey image it is the image itself.
 * an integer N: channel N only, as the paper used the nucleus channel of
@@ -32,7 +32,7 @@ def read_image(path, channel="grey", memmap=False) -> np.ndarray:
     in its own pixel type (``tifffile.memmap``), so a huge image is read only where,
     and when, it is used; everything downstream converts it block by block.
     """
-    path = Path(path)
+    path, channel = Path(path), _spelled(channel)
     if memmap and channel == "grey" and path.suffix.lower() in (".tif", ".tiff"):
         mapped = _memmap_tiff(path)
         if mapped is not None:
@@ -90,8 +90,14 @@ def _read_tiff(path: Path) -> np.ndarray:
         return np.asarray(tif.asarray())
 
 
+def _spelled(channel):
+    """"gray" is "grey"."""
+    return "grey" if isinstance(channel, str) and channel.lower() == "gray" else channel
+
+
 def to_plane(array, channel="grey", source="image") -> np.ndarray:
     """One float32 plane (H, W) from a grey, channels-last or channels-first array."""
+    channel = _spelled(channel)
     a = np.asarray(array)
     if a.dtype.kind not in "uif" and a.dtype != bool:
         raise InputError(f"{source}: unsupported pixel type {a.dtype}")
