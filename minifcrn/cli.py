@@ -22,13 +22,14 @@ from pathlib import Path
 from minifcrn import __version__
 from minifcrn.counting import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD
 from minifcrn.errors import InputError
+from minifcrn.io import check_out_folder
 
 EXIT_BAD_INPUT = 2
 
 
 def _channel(value: str):
-    if value in ("grey", "gray", "inverted"):
-        return "grey" if value == "gray" else value
+    if value in ("grey", "gray", "inverted"):  # (to_plane reads "gray" as "grey")
+        return value
     try:
         return int(value)
     except ValueError:
@@ -199,12 +200,6 @@ def _error(message: str):
     print(f"minifcrn: error: {message}", file=sys.stderr)
 
 
-def _check_out_folder(out, command):
-    """Refuse, before any work, an --out that exists but is not a folder."""
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"{command}: --out {out} is a file, not a folder")
-
-
 def cmd_count(args) -> int:
     from tqdm import tqdm
 
@@ -262,7 +257,7 @@ def cmd_train(args) -> int:
     from minifcrn.train import TrainConfig, fit, training_sets
 
     matplotlib_or_note()  # for curves.png
-    _check_out_folder(args.out, "train")
+    check_out_folder(args.out, "train")
     synth = _synth_config(args) if args.synthetic is not None else None
     samples, val = training_sets(args.data, args.synthetic, args.val, args.val_count, args.channel, synth, args.seed)
     model = load_model(args.init) if args.init else None
@@ -317,7 +312,7 @@ def cmd_synth(args) -> int:
 
     if args.n < 1:
         raise InputError(f"synth: --n must be at least 1, got {args.n}")
-    _check_out_folder(args.out, "synth")
+    check_out_folder(args.out, "synth")
     write_dataset(args.out, args.n, _synth_config(args), args.seed, progress=True)
     print(f"wrote {args.n} images with their centres (x,y CSV) to {args.out}")
     return 0

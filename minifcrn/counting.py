@@ -24,7 +24,7 @@ from minifcrn.data.images import read_image, to_plane
 from minifcrn.data.samples import image_files
 from minifcrn.errors import InputError, is_positive
 from minifcrn.inference import load_model, predict, weights_hash
-from minifcrn.io import atomic_write
+from minifcrn.io import atomic_write, check_out_folder
 from minifcrn.models import FCRN
 
 PEAK = 1.0 / (2 * np.pi * 2.0 ** 2)  # density peak of one cell, sigma 2
@@ -277,8 +277,7 @@ def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_
     Returns the rows of the images counted in this call.
     """
     check_detection_args(options.get("threshold", DEFAULT_THRESHOLD), options.get("min_distance", DEFAULT_MIN_DISTANCE))
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"count: --out {out} is a file, not a folder")
+    check_out_folder(out, "count")
     if (resume or figures) and out is None:
         raise InputError(f"count: {'resume' if resume else 'figures'} needs out, the folder to write into")
     net = load_model(model, options.get("device", "cpu"))

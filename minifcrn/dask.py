@@ -88,12 +88,12 @@ def count_files(paths, model="fcrn-a", channel="grey", device="cpu", partition_s
     _, db = _require_dask()
     if not isinstance(model, str):
         raise InputError("minifcrn.dask.count_files: give the model as a shipped name or a weights path")
-    return db.from_sequence([str(p) for p in paths], partition_size=partition_size).map(
-        _count_one, model=model, channel=channel, device=device).compute()
+    return db.from_sequence([str(p) for p in paths], partition_size=partition_size).map_partitions(
+        _count_partition, model=model, channel=channel, device=device).compute()
 
 
-def _count_one(path, model, channel, device):
+def _count_partition(paths, model, channel, device):
+    """``count_many`` over one partition: the model loaded and its weights hashed once per partition."""
     from minifcrn.counting import count_many
 
-    (row,) = count_many([path], _model(model, device), channel=channel, device=device)
-    return row
+    return count_many(list(paths), _model(model, device), channel=channel, device=device)

@@ -50,6 +50,12 @@ def atomic_write(path, mode="wb"):
         raise
 
 
+def check_out_folder(out, command):
+    """Refuse, before any work, an ``out`` that exists but is not a folder."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"{command}: --out {out} is a file, not a folder")
+
+
 def save_npz(path, arrays: dict, meta: dict):
     """Write ``arrays`` and the JSON-able ``meta`` to ``path`` atomically."""
     buffer = io.BytesIO()
