@@ -321,15 +321,15 @@ def md_table(headers: list[str], rows: list[list], align: str | None = None) -> 
 
 
 def publish(key: str, title: str, bullets: list[str], table: str, payload: dict | None = None,
-            stem: str | None = None) -> str:
+            stem: str | None = None, path: Path = RESULTS_MD) -> str:
     """Store ``payload`` as ``runs/<stem>-<time>.json`` (if given), write the section ``key`` of
-    RESULTS.md (a ``## title``, the machine, date and command of the payload, the bullets, the
-    table) and print it."""
+    RESULTS.md, or of the notes file ``path`` (a ``## title``, the machine, date and command of
+    the payload, the bullets, the table) and print it."""
     if payload is not None:
         write_json(RUNS_DIR / f"{stem or key}-{now_stamp()}.json", payload)
         bullets = [f"Machine: {payload['machine']}; {payload['date']}", f"Command: `{payload['command']}`",
                    *bullets]
     body = "\n".join([f"## {title}", "", *[f"- {b}" for b in bullets], "", table])
     print(body)
-    update_results_section(RESULTS_MD, key, body)
+    update_results_section(path, key, body)
     return body

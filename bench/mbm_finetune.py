@@ -230,7 +230,6 @@ PUBLISHED = [("Count-ception (Cohen et al. 2017)", "8.8 +/- 2.3"),
 
 def _publish_real_set(runs):
     """The Table 1 issue's real-data table: FCRN-A on 15/14/15 MBM splits, next to the published figures."""
-    import numpy as np
 
     rows = []
     for init, label in (("scratch", "FCRN-A, ours, from scratch"), ("pretrained", "FCRN-A, ours, generator-pretrained")):

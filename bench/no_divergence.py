@@ -82,7 +82,8 @@ def report():
         f"{dates[0]} to {dates[-1]}; {rows[0]['machine']}; `python bench/no_divergence.py` (lines in "
         "`bench/runs/no-divergence.jsonl`)" if rows else "no runs",
         "One patch epoch of the default recipe (lr 0.3, FCRN-B's start a quarter of the steps); rate cuts: "
-        "how often the epoch went back to its start at a tenth of the rate"], table)
+        "how often the epoch went back to its start at a tenth of the rate"], table,
+        path=common.BENCH_DIR / "notes" / "design-measurements.md")
 
 
 def main(argv=None):

@@ -34,6 +34,19 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def vgg_sizes(data) -> dict:
+    """The nucleus size the VGG training images 001-090 show: CELL_SIZE (9 px), and what the
+    automatic estimate reads on them (its median), for ``count(cell_size="auto")``."""
+    import numpy as np
+
+    from minifcrn.cellsize import estimate_cell_size
+    from minifcrn.counting import CELL_SIZE
+
+    train = load_samples(data, names={f"{i:03d}cell" for i in range(1, 91)})
+    return {"cell_size": CELL_SIZE, "cell_size_estimate": round(float(np.median(
+        [estimate_cell_size(s.image) for s in train])), 3)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -67,7 +80,7 @@ def main():
         "date": datetime.date.today().isoformat(),
     }
     out = ASSETS / f"{args.arch}.npz"
-    save_weights(model, out, record)
+    save_weights(model, out, record, channel="grey", **vgg_sizes(args.data))
     print(f"{out}: test MAE on 101-200 {test_mae:.3f} (validation {record['val_mae']:.3f}, "
           f"{record['epochs_run']} epochs in {record['wall_time_s']:.0f} s)")
 

@@ -1,7 +1,7 @@
 """The ``minifcrn`` command: parse arguments, call the Python API, print the result.
 
     minifcrn count IMAGE_OR_DIR... [--sample] [--out DIR [--resume] [--figure]] [--roi x0,y0,x1,y1] [--json]
-    minifcrn evaluate DIR [--radius 5] [--protocol vgg] [--json]
+    minifcrn evaluate DIR [--match-radius 5] [--protocol vgg] [--json]
     minifcrn train (--data DIR | --synthetic N) --out DIR [--arch fcrn-a|fcrn-b] [--init M] [--epochs E] ...
     minifcrn invert IMAGE [--layers conv1 ...] [--crop x0,y0,x1,y1] [--out inversion.png]
     minifcrn synth --n N --out DIR [--seed S] [--size WxH] ...
@@ -72,10 +72,11 @@ _OPTIONS = {
                                         "cells per pixel (default: %(default).3g, half a lone cell's peak)")),
     "min_distance": (["--min-distance"], dict(type=int, default=DEFAULT_MIN_DISTANCE,
                                               help="minimum pixels between detections")),
-    "cell_size": (["--cell-size"], dict(type=float, default=None, metavar="PIXELS",
+    "cell_size": (["--cell-size"], dict(default="auto", metavar="auto|none|PIXELS",
                                         help="typical nucleus diameter in your images; they are resized so the network "
                                              "sees cells at the size it was trained on (9 px for the shipped weights), "
-                                             "counts kept")),
+                                             "counts kept. auto: estimated from each image (resized only if more than "
+                                             "25%% off); none: never resize")),
     "tile_size": (["--tile-size"], dict(type=int, default=None,
                                         help="run the network on tiles of this size (multiple of 8), exact at the "
                                              "seams; default: 1024 above 2048x2048 pixels, else whole images; 0: never")),
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = command("evaluate", parents=[counting], help="count error and detection scores on annotated images")
     e.add_argument("folder", metavar="DIR", help="images with NNNdots.png or name.csv annotations")
-    e.add_argument("--radius", type=float, default=5.0, help="detection match radius in pixels")
+    e.add_argument("--match-radius", type=float, default=5.0,
+                   help="a detection matches a true centre at most this far away, pixels")
     e.add_argument("--protocol", choices=["vgg"], default=None,
                    help="vgg: score only the test images of the paper's Table 1 (101cell-200cell)")
 
@@ -206,20 +208,23 @@ def cmd_count(args) -> int:
     from minifcrn.counting import count_many
     from minifcrn.inference import ASSETS
 
+    _check_cell_size(args)
     inputs = list(args.inputs) + ([str(ASSETS / "sample.png")] if args.sample else [])
     if not inputs:
         raise InputError("count: give images, folders or glob patterns to count (or --sample)")
     for flag in ("resume", "figure"):
         if getattr(args, flag) and not args.out:
             raise InputError(f"count: --{flag} needs --out, the folder to write into")
-    bar, header = tqdm(desc="counting", unit="image", disable=None, leave=False), [f"{'count':>10}  detections  file"]
+    bar = tqdm(desc="counting", unit="image", disable=None, leave=False)
+    header = [f"{'count':>10}  {'detections':>10}  {'cell size px':<19}  file"]
 
     def show(row):
         bar.update()
         if row.error:
             _error(row.error)
         elif not args.json:
-            tqdm.write("\n".join(header + [f"{row.count:10.1f}  {row.detections:10d}  {row.file}"]))
+            size = f"{row.cell_size:7.1f} ({row.cell_size_from})"
+            tqdm.write("\n".join(header + [f"{row.count:10.1f}  {row.detections:10d}  {size:<19}  {row.file}"]))
             header.clear()  # once, above the first row
 
     from minifcrn.figures import matplotlib_or_note
@@ -229,25 +234,38 @@ def cmd_count(args) -> int:
     rows = count_many(inputs, args.model, args.out, args.resume, figures, on_row=show, roi=args.roi, **options)
     bar.close()
     if args.json:
-        results = [{"file": r.file, "count": r.count, "detections": r.detections, **r.files}
+        results = [{"file": r.file, "count": r.count, "detections": r.detections, "cell_size": r.cell_size,
+                    "cell_size_from": r.cell_size_from, "roi": r.roi, "detections_xy_score": r.points, **r.files}
                    for r in rows if not r.error]
         weights = rows[0].weights if rows else ""
         print(json.dumps({"model": str(args.model), "weights": weights, "results": results}, indent=2))
     return EXIT_BAD_INPUT if any(r.error for r in rows) else 0
 
 
+def _check_cell_size(args):
+    """--cell-size read as count() reads it, so a bad value stops the command in one line."""
+    from minifcrn.counting import cell_size_option
+
+    args.cell_size = cell_size_option(args.cell_size, "--cell-size")
+
+
 def cmd_evaluate(args) -> int:
     from minifcrn.evaluate import evaluate_folder
 
-    report = evaluate_folder(args.folder, args.model, args.channel, args.radius, args.threshold, args.min_distance,
+    _check_cell_size(args)
+    report = evaluate_folder(args.folder, args.model, args.channel, args.match_radius, args.threshold, args.min_distance,
                              args.device, args.protocol, args.tile_size, args.cell_size)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        print(f"{'image':<12} {'true':>6} {'estimate':>9} {'error':>8} {'detections':>10} {'matched':>8}  cell size px")
+        for r in report["images"]:
+            print(f"{r['image']:<12} {r['true']:6d} {r['estimate']:9.1f} {r['estimate'] - r['true']:+8.1f} "
+                  f"{r['detections']:10d} {r['matched']:8d}  {r['cell_size']:.1f} ({r['cell_size_from']})")
         s = report["summary"]
         print(f"{s['images']} images: MAE {s['mae']:.3f}  mean relative error {100 * s['mean_relative_error']:.2f}%  "
               f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f} "
-              f"(match radius {args.radius:g} px)")
+              f"(match radius {args.match_radius:g} px)")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from minifcrn.cellsize import estimate_cell_size
 from minifcrn.data.images import read_image, to_plane
 from minifcrn.data.samples import image_files
 from minifcrn.errors import InputError, is_positive
@@ -32,6 +33,7 @@ DEFAULT_THRESHOLD = 0.5 * PEAK
 DEFAULT_MIN_DISTANCE = 3
 CELL_SIZE = 9.0           # nucleus diameter (pixels) in the training images of the shipped weights
 MAX_RESIZE = 64           # the most count(cell_size=) resizes an image, up or down
+AUTO_TOLERANCE = 1.25     # an estimated size within this factor of the trained one leaves the image as it is
 
 
 @dataclass
@@ -43,6 +45,9 @@ class CountResult:
     source: str = "image"
     model: str = ""              # the architecture that counted
     plane: np.ndarray | None = field(default=None, repr=False)  # the grey plane that was counted
+    cell_size: float | None = None  # the nucleus diameter (image pixels) the count assumed
+    cell_size_from: str = "trained"  # "given", "estimated" (from the image) or "trained" (the weights' own)
+    scale: float = 1.0           # the image was resized by this factor before the network saw it
 
 
 def parse_roi(roi, shape, source="image"):
@@ -104,15 +109,70 @@ def trained_cell_size(net: FCRN) -> float:
     return float(size)
 
 
+def trained_estimate(net: FCRN) -> float:
+    """What the automatic size estimate (``minifcrn.cellsize``) reads on the network's training
+    images: its weights' ``cell_size_estimate`` record, else ``trained_cell_size``.  The automatic
+    resize compares an image's estimate with this, so a bias the estimator has on one kind of
+    image cancels."""
+    size = getattr(net, "meta", {}).get("cell_size_estimate")
+    return trained_cell_size(net) if size is None else float(size)
+
+
 def rescale(plane: np.ndarray, shape) -> np.ndarray:
     """``plane`` resampled (bilinear, pixels as areas) to ``shape``."""
     factors = (shape[0] / plane.shape[0], shape[1] / plane.shape[1])
-    return ndimage.zoom(plane, factors, order=1, mode="nearest", grid_mode=True).astype(np.float32)
+    return ndimage.zoom(np.asarray(plane, np.float32), factors, order=1, mode="nearest", grid_mode=True)
+
+
+def cell_size_option(cell_size, source="count"):
+    """``cell_size`` checked: "auto", None (also "none") or a positive number of pixels (also
+    as text); anything else is a one-line InputError."""
+    if cell_size is None or (isinstance(cell_size, str) and cell_size.strip().lower() == "none"):
+        return None
+    value = cell_size
+    if isinstance(cell_size, str):
+        if cell_size.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(cell_size)
+        except ValueError:
+            pass
+    if not is_positive(value):
+        raise InputError(f"{source}: cell size must be 'auto', 'none' or a positive number of pixels "
+                         f"(the nucleus diameter), got {cell_size!r}")
+    return float(value)
+
+
+def _resize_factor(plane, net, cell_size, source):
+    """(scale, size, where the size came from) for ``count``: the image is resized by
+    scale = trained / size so its nuclei look as the network learnt them.  An estimated
+    size is put in the trained size's units (the estimate times trained / ``trained_estimate``),
+    so ``cell_size=`` that number gives the same count."""
+    trained = trained_cell_size(net)
+    if cell_size is None:
+        return 1.0, trained, "trained"
+    if cell_size == "auto":
+        estimate = estimate_cell_size(plane)
+        if estimate is None:
+            return 1.0, trained, "trained"
+        size = estimate * trained / trained_estimate(net)
+        s = trained / size
+        fits = 1 / MAX_RESIZE <= s <= MAX_RESIZE and min(plane.shape) * s >= net.divisor
+        keep = 1 / AUTO_TOLERANCE <= s <= AUTO_TOLERANCE or not fits
+        return (1.0 if keep else s), size, "estimated"
+    s = trained / cell_size
+    shape = (round(plane.shape[0] * s), round(plane.shape[1] * s))
+    if not 1 / MAX_RESIZE <= s <= MAX_RESIZE or min(shape) < net.divisor:
+        raise InputError(f"{source}: cell size {cell_size:g} px would resize the {plane.shape[1]}x"
+                         f"{plane.shape[0]} image by {s:.3g} to {shape[1]}x{shape[0]} (the network learnt "
+                         f"{trained:g} px cells; at most {MAX_RESIZE}x either way, at least "
+                         f"{net.divisor} px a side); give the nucleus diameter in pixels")
+    return s, cell_size, "given"
 
 
 def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THRESHOLD,
-          min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None, cell_size=None) -> CountResult:
-    """Count and detect cells in ``image``: a path (PNG/TIFF) or an array (H, W) or (H, W, 3);
+          min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None, cell_size="auto") -> CountResult:
+    """Count and detect cells in ``image``: a path (PNG/TIFF/JPEG) or an array (H, W) or (H, W, 3);
     or a list of them, counted with the model loaded once: then a list of results.
 
     ``tile_size``: run the network on tiles of this size (a multiple of 8) with exact
@@ -120,13 +180,17 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     2048 x 2048 pixels and no tiling below; 0 never tiles.
 
     ``cell_size``: the typical nucleus diameter in ``image``, in pixels.  The image is
-    then resized by s = trained / cell_size so the network sees cells at the size it
-    learnt (``trained_cell_size``, 9 pixels for the shipped weights); the density is
-    resized back and divided by s^2, so the count is kept, and detections are found on
-    the resized density and mapped back.  Measure the diameter by drawing lines
-    across a few typical nuclei (e.g. Fiji's line tool) and averaging their lengths.
+    resized by s = trained / cell_size so the network sees cells at the size it learnt
+    (``trained_cell_size``, 9 pixels for the shipped weights); the density is resized
+    back and divided by s^2, so the count is kept, and detections are found on the
+    resized density and mapped back.  "auto" (the default) estimates the diameter from
+    the image (``minifcrn.cellsize``) and resizes only if it is more than
+    ``AUTO_TOLERANCE`` times off the trained size; None (or "none") never resizes.  To
+    measure it yourself, draw lines across a few typical nuclei (e.g. Fiji's line tool)
+    and average their lengths.  The result says which size was used and where it came from.
     """
     check_detection_args(threshold, min_distance)  # before the network runs
+    cell_size = cell_size_option(cell_size)
     if isinstance(image, (list, tuple)):
         net = load_model(model, device)
         return [count(one, net, channel, roi, threshold, min_distance, device, tile_size, cell_size) for one in image]
@@ -138,19 +202,9 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
         plane = to_plane(image, channel, source)
     net = load_model(model, device)
     roi = parse_roi(roi, plane.shape, source)
-    seen = plane
-    if cell_size is not None:
-        if not is_positive(cell_size):
-            raise InputError(f"{source}: cell size must be a positive number of pixels, got {cell_size!r}")
-        trained = trained_cell_size(net)
-        s = trained / cell_size
-        shape = (round(plane.shape[0] * s), round(plane.shape[1] * s))
-        if not 1 / MAX_RESIZE <= s <= MAX_RESIZE or min(shape) < net.divisor:
-            raise InputError(f"{source}: cell size {cell_size:g} px would resize the {plane.shape[1]}x"
-                             f"{plane.shape[0]} image by {s:.3g} to {shape[1]}x{shape[0]} (the network learnt "
-                             f"{trained:g} px cells; at most {MAX_RESIZE}x either way, at least "
-                             f"{net.divisor} px a side); give the nucleus diameter in pixels")
-        seen = rescale(plane, shape) if shape != plane.shape else plane
+    s, size, size_from = _resize_factor(plane, net, cell_size, source)
+    shape = (round(plane.shape[0] * s), round(plane.shape[1] * s))
+    seen = rescale(plane, shape) if shape != plane.shape else plane
     density = predict(net, seen, source, device, tile_size)
     density /= net.density_scale
     detections = detect(density, threshold, min_distance)
@@ -167,7 +221,8 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
         inside = ((detections[:, 0] >= x0) & (detections[:, 0] < x1)
                   & (detections[:, 1] >= y0) & (detections[:, 1] < y1))
         detections = detections[inside]
-    return CountResult(float(region.sum(dtype=np.float64)), density, detections, roi, source, net.arch, plane)
+    return CountResult(float(region.sum(dtype=np.float64)), density, detections, roi, source, net.arch, plane,
+                       float(size), size_from, float(s))
 
 
 # -- many images: one results table ------------------------------------------------------------
@@ -188,14 +243,20 @@ class CountRow:
     model: str = ""
     weights: str = ""
     error: str = ""
+    cell_size: float | None = None
+    cell_size_from: str = ""
+    roi: tuple | None = field(default=None, compare=False)
+    points: list | None = field(default=None, compare=False, repr=False)  # detections: [x, y, score] each
     files: dict = field(default_factory=dict, compare=False)
 
     def table_row(self) -> dict:
         """The row as results.csv/.json hold it: an empty string where a value is missing."""
-        return {k: "" if v is None else v for k, v in asdict(self).items() if k != "files"}
+        return {k: "" if v is None else v for k, v in asdict(self).items() if k not in NOT_IN_TABLE}
 
 
-TABLE_FIELDS = [f.name for f in fields(CountRow) if f.name != "files"]
+NOT_IN_TABLE = ("roi", "points", "files")  # the detections have their own CSV per image
+TABLE_FIELDS = [f.name for f in fields(CountRow) if f.name not in NOT_IN_TABLE]
+REQUIRED_FIELDS = TABLE_FIELDS[:TABLE_FIELDS.index("error") + 1]  # tables written before the cell-size columns hold only these
 
 
 def read_results(out) -> list[CountRow]:
@@ -203,11 +264,11 @@ def read_results(out) -> list[CountRow]:
     path = Path(out) / RESULTS[0]
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if rows and not set(TABLE_FIELDS) <= set(rows[0]):
+    if rows and not set(REQUIRED_FIELDS) <= set(rows[0]):
         raise InputError(f"count: {path} is not a minifcrn results table; use another --out")
-    kinds = {"count": float, "detections": int, "seconds": float}
+    kinds = {"count": float, "detections": int, "seconds": float, "cell_size": float}
     return [CountRow(**{k: (kinds[k](row[k]) if row[k] else None) if k in kinds else row[k]
-                        for k in TABLE_FIELDS}) for row in rows]
+                        for k in TABLE_FIELDS if k in row}) for row in rows]
 
 
 def write_results(out, rows):
@@ -277,6 +338,7 @@ def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_
     Returns the rows of the images counted in this call.
     """
     check_detection_args(options.get("threshold", DEFAULT_THRESHOLD), options.get("min_distance", DEFAULT_MIN_DISTANCE))
+    options["cell_size"] = cell_size_option(options.get("cell_size", "auto"))
     check_out_folder(out, "count")
     if (resume or figures) and out is None:
         raise InputError(f"count: {'resume' if resume else 'figures'} needs out, the folder to write into")
@@ -305,6 +367,8 @@ def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_
                 if out is not None:
                     row.files = _write_outputs(path, result, Path(out), figures)
                 row.count, row.detections = round(result.count, 2), len(result.detections)
+                row.cell_size, row.cell_size_from = round(result.cell_size, 2), result.cell_size_from
+                row.roi, row.points = result.roi, [[int(x), int(y), round(float(v), 5)] for x, y, v in result.detections]
                 row.seconds = round(time.perf_counter() - t0, 3)
             except InputError as exc:
                 row.error = str(exc)

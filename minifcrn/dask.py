@@ -6,7 +6,9 @@
   (``map_overlap``, no padding at the image's edges), with chunk edges on the
   8-pixel pooling grid and the whole image's mean and standard deviation, which
   is exactly ``inference.predict_density_tiled``: the result equals the untiled
-  density up to float32 rounding.  ``count_array`` sums it.
+  density up to float32 rounding.  ``count_array`` sums it.  Both take the image at the
+  network's own nucleus size: if its nuclei are another size, resize it first by
+  trained / actual diameter (``minifcrn.cellsize`` estimates the actual one from a crop).
 * ``count_files(paths, model)``: ``minifcrn.count`` over many files as a Dask bag,
   one ``CountRow`` per file, the rows of ``minifcrn.count_many`` and of
   ``minifcrn count``'s results table; a bad file gives a row with its error instead
@@ -83,17 +85,18 @@ def count_array(array, model="fcrn-a", chunk=1024, device="cpu") -> float:
     return float(density(array, model, chunk, device).sum(dtype=np.float64).compute())
 
 
-def count_files(paths, model="fcrn-a", channel="grey", device="cpu", partition_size=8) -> list:
-    """Count every file (a Dask bag of paths); one ``minifcrn.CountRow`` per file, in order."""
+def count_files(paths, model="fcrn-a", channel="grey", device="cpu", partition_size=8, cell_size="auto") -> list:
+    """Count every file (a Dask bag of paths); one ``minifcrn.CountRow`` per file, in order,
+    each with the nucleus size it used (``cell_size`` as in ``minifcrn.count``)."""
     _, db = _require_dask()
     if not isinstance(model, str):
         raise InputError("minifcrn.dask.count_files: give the model as a shipped name or a weights path")
     return db.from_sequence([str(p) for p in paths], partition_size=partition_size).map_partitions(
-        _count_partition, model=model, channel=channel, device=device).compute()
+        _count_partition, model=model, channel=channel, device=device, cell_size=cell_size).compute()
 
 
-def _count_partition(paths, model, channel, device):
+def _count_partition(paths, model, channel, device, cell_size):
     """``count_many`` over one partition: the model loaded and its weights hashed once per partition."""
     from minifcrn.counting import count_many
 
-    return count_many(list(paths), _model(model, device), channel=channel, device=device)
+    return count_many(list(paths), _model(model, device), channel=channel, device=device, cell_size=cell_size)

@@ -13,7 +13,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from minifcrn.counting import DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, check_detection_args, count
+from minifcrn.counting import (DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, cell_size_option, check_detection_args,
+                               count)
 from minifcrn.data.samples import load_samples
 from minifcrn.errors import InputError, is_positive
 from minifcrn.inference import load_model
@@ -59,13 +60,15 @@ def protocol_images(folder, protocol):
 
 def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshold=DEFAULT_THRESHOLD,
                     min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None, tile_size=None,
-                    cell_size=None) -> dict:
+                    cell_size="auto") -> dict:
     """Per-image and pooled scores of ``model`` on every annotated image of ``folder``, or on
     the test images of ``protocol`` ("vgg": images 101-200 of the VGG cells, as Table 1);
-    ``tile_size`` and ``cell_size`` as in ``minifcrn.count``."""
+    ``tile_size`` and ``cell_size`` as in ``minifcrn.count``; each image's row says the
+    nucleus size it was counted at."""
     if not is_positive(radius):
         raise InputError(f"evaluate: the match radius must be a positive number of pixels, got {radius!r}")
     check_detection_args(threshold, min_distance)
+    cell_size = cell_size_option(cell_size, "evaluate")
     names = protocol_images(folder, protocol)
     net = load_model(model, device)
     rows, totals = [], np.zeros(3)
@@ -74,7 +77,8 @@ def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshol
         matched = match_detections(r.detections, s.points, radius)
         totals += (matched, len(r.detections), s.count)
         rows.append({"image": s.name, "true": s.count, "estimate": round(r.count, 3),
-                     "abs_error": abs(r.count - s.count), "detections": len(r.detections), "matched": matched})
+                     "abs_error": abs(r.count - s.count), "detections": len(r.detections), "matched": matched,
+                     "cell_size": round(r.cell_size, 2), "cell_size_from": r.cell_size_from})
     errors = np.array([r["abs_error"] for r in rows])
     truth = np.array([r["true"] for r in rows], float)
     precision, recall, f1 = f1_scores(*totals)

@@ -80,10 +80,11 @@ def load_npz(path):
     return arrays, meta
 
 
-def save_weights(model, path, record=None):
-    """The model's parameters and configuration (and an optional training record) as ``.npz``."""
+def save_weights(model, path, record=None, **meta):
+    """The model's parameters and configuration (and an optional training record, and ``meta``:
+    what counting needs to know of the training images, e.g. ``cell_size``) as ``.npz``."""
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-    save_npz(path, arrays, {"format": WEIGHTS_FORMAT, **model.config(), "record": record or {}})
+    save_npz(path, arrays, {"format": WEIGHTS_FORMAT, **model.config(), **meta, "record": record or {}})
 
 
 def load_weights(path):

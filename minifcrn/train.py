@@ -257,6 +257,30 @@ def check_config(cfg: TrainConfig, train_samples=()):
                              "give a smaller --patch-size")
 
 
+SIZE_SAMPLES = 16  # training images the learnt nucleus size is measured on
+
+
+def learnt_sizes(samples, cfg: TrainConfig) -> dict:
+    """What counting needs of the training images' nuclei (saved with the weights):
+    ``cell_size_estimate``, the median automatic estimate (``minifcrn.cellsize``) over up to
+    ``SIZE_SAMPLES`` of them, and ``cell_size``, their diameter: twice the generator's
+    radius for synthetic data, else that estimate."""
+    from minifcrn.cellsize import estimate_cell_size
+
+    picked = [samples[i] for i in np.linspace(0, len(samples) - 1, min(len(samples), SIZE_SAMPLES)).astype(int)]
+    estimates = [e for e in (estimate_cell_size(s.image) for s in picked) if e is not None]
+    if not estimates:
+        return {}
+    estimate = float(np.median(estimates))
+    if cfg.synthetic:
+        from minifcrn.synth import SynthConfig
+
+        diameter = 2 * cfg.synth.get("radius", SynthConfig().radius)
+    else:
+        diameter = estimate
+    return {"cell_size_estimate": round(estimate, 3), "cell_size": round(float(diameter), 3)}
+
+
 def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resume=False, progress=True,
         stop_after=None, recover=True):
     """Train (or resume) and return a summary dict; the best weights are in ``out_dir/best.npz``.
@@ -300,6 +324,7 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
         start, history, best = meta["epoch"] + 1, meta["history"], meta["best"]
         rate_scale = meta.get("rate_scale", 1.0)
     end = cfg.total_epochs if stop_after is None else min(cfg.total_epochs, start + stop_after)
+    learnt = learnt_sizes(train_samples, cfg)
     for epoch in range(start, end):
         t0 = time.perf_counter()
         patches = epoch < cfg.epochs
@@ -328,7 +353,8 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
         history.append(row)
         if val_mae < best["val_mae"] or not val_samples:
             best = {"val_mae": val_mae, "epoch": epoch + 1}
-            save_weights(model, out_dir / "best.npz", {"config": asdict(cfg), "best": best})
+            save_weights(model, out_dir / "best.npz", {"config": asdict(cfg), "best": best}, channel=cfg.channel,
+                         **learnt)
         state = opt.state_dict()
         arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
         arrays.update({f"velocity/{i}": v for i, v in enumerate(state.pop("velocity")) if v is not None})

@@ -67,7 +67,8 @@ def test_count_and_evaluate_share_the_counting_options():
         dests = {a.dest for a in commands[command]._actions}
         assert set(COUNTING) <= dests, command
     args = parser.parse_args(["evaluate", "d", "--cell-size", "12", "--tile-size", "64"])
-    assert (args.cell_size, args.tile_size, args.threshold) == (12.0, 64, counting.DEFAULT_THRESHOLD)
+    assert (args.cell_size, args.tile_size, args.threshold) == ("12", 64, counting.DEFAULT_THRESHOLD)
+    assert parser.parse_args(["count", "x.png"]).cell_size == "auto"
 
 
 def test_evaluate_takes_cell_size_and_tile_size(tmp_path, capsys):
@@ -147,4 +148,4 @@ def test_count_takes_a_list_and_gray_is_grey(capsys):
     assert both[0].count == one.count and both[1].count == pytest.approx(one.count, rel=1e-6)
     assert main(["count", str(SAMPLE), "--channel", "gray"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["count", "detections", "file"] and row.split()[-1] == str(SAMPLE)
+    assert header.split() == ["count", "detections", "cell", "size", "px", "file"] and row.split()[-1] == str(SAMPLE)

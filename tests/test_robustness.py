@@ -308,5 +308,5 @@ def test_synth_refuses_a_radius_that_is_not_a_finite_positive_number(tmp_path, c
 def test_evaluate_refuses_a_match_radius_that_is_not_positive(tmp_path, capsys, radius):
     assert main(["synth", "--n", "2", "--out", str(tmp_path / "d"), "--size", "48", "--cells", "4", "8"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path / "d"), "--radius", radius]) == 2
+    assert main(["evaluate", str(tmp_path / "d"), "--match-radius", radius]) == 2
     assert "match radius must be a positive number of pixels" in capsys.readouterr().err
