@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The paper's Figure 11 with our engine: a cell clump reconstructed from every conv layer of FCRN-A.
 
-    python bench/inversion.py [--image PATH] [--crop x0,y0,x1,y1] [--iterations 300]
+    python bench/inversion.py [--image PATH] [--roi x0,y0,x1,y1] [--iterations 300]
 
 Writes ``bench/figures/inversion-fcrn-a.png`` (input, then conv1 ... conv8) and the
 objective values into ``bench/RESULTS.md``.  The default crop is a clump of
@@ -24,7 +24,7 @@ VGG_101 = common.REPO_DIR.parent / "shared" / "data" / "vgg_cells" / "101cell.pn
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default=None)
-    ap.add_argument("--crop", default=None)
+    ap.add_argument("--roi", default=None)
     ap.add_argument("--model", default="fcrn-a")
     ap.add_argument("--iterations", type=int, default=300)
     args = ap.parse_args(argv)
@@ -37,8 +37,8 @@ def main(argv=None):
     if args.image is None:
         args.image, default_crop = (str(VGG_101), "64,140,128,204") if VGG_101.exists() else \
             (str(ASSETS / "sample.png"), "80,80,144,144")
-        args.crop = args.crop or default_crop
-    plane = as_plane(args.image, crop=args.crop)
+        args.roi = args.roi or default_crop
+    plane = as_plane(args.image, roi=args.roi)
     t0 = time.perf_counter()
     results = reconstruct_all(args.model, plane, iterations=args.iterations, progress=True)
     seconds = time.perf_counter() - t0
@@ -51,7 +51,7 @@ def main(argv=None):
         else Path(args.image).name
     common.publish("inversion", "Feature inversion (paper section 5, Figure 11)", [
         f"Machine: {common.cpu_model()}; {common.now_iso()}; {seconds:.0f} s for all layers",
-        f"Command: `{common.command_line()}`; model `{args.model}`; image `{image}`, crop {args.crop}",
+        f"Command: `{common.command_line()}`; model `{args.model}`; image `{image}`, ROI {args.roi}",
         f"Figure: [`bench/figures/{figure.name}`](figures/{figure.name}) (input, then each layer's reconstruction)",
         "E = ||phi(x) - phi0||^2 / ||phi0||^2 + 1e-3 mean(x^2), from a random image, momentum 0.9 on the input; "
         "feature error = the first term at the end; r = correlation of the reconstruction with the input"],

@@ -30,7 +30,7 @@ SAMPLES_PER_SIGMA = 3.0               # block averaging keeps s at least this ma
 
 def blob_energy(plane: np.ndarray, sigmas=SIGMAS) -> np.ndarray:
     """E(s) of the module docstring for each s of ``sigmas`` (the plane standardised first)."""
-    z = _central(np.asarray(plane, dtype=np.float64))
+    z = _central(np.asarray(plane)).astype(np.float64)
     z = (z - z.mean()) / max(z.std(), 1e-12)
     energy = np.empty(len(sigmas))
     for i, s in enumerate(sigmas):
@@ -41,11 +41,13 @@ def blob_energy(plane: np.ndarray, sigmas=SIGMAS) -> np.ndarray:
 
 
 def estimate_cell_size(plane: np.ndarray) -> float | None:
-    """The typical bright-nucleus diameter of ``plane`` in pixels; None for a constant plane.
+    """The typical bright-nucleus diameter of ``plane`` in pixels; None for a constant plane
+    (or one with values that are not finite: the counting that follows says what is wrong).
 
     The plane must show nuclei brighter than their background (invert H&E first)."""
     a = np.asarray(plane)
-    if a.size == 0 or not np.ptp(_central(a)) > 0:
+    crop = _central(a).astype(np.float64)
+    if a.size == 0 or not np.isfinite(crop).all() or not np.ptp(crop) > 0:
         return None
     energy = blob_energy(a)
     i = int(np.argmax(energy))

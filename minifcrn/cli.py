@@ -3,8 +3,8 @@
     minifcrn count IMAGE_OR_DIR... [--sample] [--out DIR [--resume] [--figure]] [--roi x0,y0,x1,y1] [--json]
     minifcrn evaluate DIR [--match-radius 5] [--protocol vgg] [--json]
     minifcrn train (--data DIR | --synthetic N) --out DIR [--arch fcrn-a|fcrn-b] [--init M] [--epochs E] ...
-    minifcrn invert IMAGE [--layers conv1 ...] [--crop x0,y0,x1,y1] [--out inversion.png]
-    minifcrn synth --n N --out DIR [--seed S] [--size WxH] ...
+    minifcrn invert IMAGE [--layers conv1 ...] [--roi x0,y0,x1,y1] [--out DIR]
+    minifcrn synth --synthetic N --out DIR [--seed S] [--size WxH] [--cell-size D] ...
 
 count and evaluate share the counting options (--model, --channel, --cell-size, --tile-size,
 --threshold, --min-distance, --device).  Every sub-command is a thin shell over functions
@@ -28,12 +28,12 @@ EXIT_BAD_INPUT = 2
 
 
 def _channel(value: str):
-    if value in ("grey", "gray", "inverted"):  # (to_plane reads "gray" as "grey")
+    if value in ("grey", "gray", "inverted", "auto"):  # (to_plane reads "gray" as "grey")
         return value
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--channel must be 'grey', 'inverted' or a channel number, "
+        raise argparse.ArgumentTypeError(f"--channel must be 'auto', 'grey', 'inverted' or a channel number, "
                                          f"got {value!r}") from None
 
 
@@ -63,9 +63,11 @@ def _parent(*options) -> argparse.ArgumentParser:
 
 _OPTIONS = {
     "model": (["--model"], dict(default="fcrn-a", help="fcrn-a, fcrn-b (shipped) or a weights .npz")),
-    "channel": (["--channel"], dict(type=_channel, default="grey",
-                                    help="'grey' (mean of RGB), 'inverted' (grey negated: dark nuclei, e.g. H&E) "
-                                         "or a channel number")),
+    "channel": (["--channel"], dict(type=_channel, default=None, metavar="auto|grey|inverted|N",
+                                    help="'grey' (mean of RGB), 'inverted' (grey negated: dark nuclei, e.g. H&E), "
+                                         "a channel number, or 'auto': inverted if the background is bright, else "
+                                         "grey. Default: the weights' own channel if they were trained on "
+                                         "'inverted' or a number, else auto")),
     "device": (["--device"], dict(default="cpu", choices=["cpu", "cuda"], help="where the network runs")),
     "seed": (["--seed"], dict(type=int, default=0, help="random seed")),
     "threshold": (["--threshold"], dict(type=float, default=DEFAULT_THRESHOLD, help="detection threshold, "
@@ -139,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="layer names (default: every convolution, conv1 ... the last); see --list-layers")
     v.add_argument("--list-layers", action="store_true", help="print the model's layer names and stop")
-    v.add_argument("--crop", help="invert only x0,y0,x1,y1 of the image (pixels, x1/y1 exclusive)")
+    v.add_argument("--roi", help="invert only x0,y0,x1,y1 of the image (pixels, x1/y1 exclusive)")
     v.add_argument("--iterations", type=int, default=300, help="gradient steps per layer")
     v.add_argument("--lr", type=float, default=0.1, help="first step, in standardised pixel units (RMS)")
     v.add_argument("--lambda", dest="lam", type=float, default=1e-3, help="weight of the ||x||^2 penalty")
-    v.add_argument("--out", default="inversion.png", help="the PNG grid to write")
+    v.add_argument("--out", default="inversion", metavar="DIR", help="folder for inversion.png (the grid)")
 
     g = command("synth", parents=[_parent("seed")], help="write generated fluorescence images with their centres")
-    g.add_argument("--n", type=int, required=True, help="number of images")
+    g.add_argument("--synthetic", type=int, required=True, metavar="N", help="number of images to generate")
     g.add_argument("--out", required=True, metavar="DIR",
                    help="folder for synth_NNNNN.png (.tif at 16 bits) and synth_NNNNN.csv (x,y)")
     _synth_options(g)
@@ -186,16 +188,23 @@ def _synth_options(parser):
     parser.add_argument("--cells", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                         help=f"range of the number of nuclei (default {d.cells[0]} {d.cells[1]} at "
                              f"{d.width}x{d.height}, scaled with the image area for other sizes)")
-    parser.add_argument("--radius", type=float, default=d.radius, help="mean nucleus radius, pixels")
+    parser.add_argument("--cell-size", type=float, default=2 * d.radius, metavar="PIXELS",
+                        help="mean nucleus diameter of the generated images")
     parser.add_argument("--bit-depth", type=int, default=d.bit_depth, choices=[8, 16], help="bits per pixel")
     parser.add_argument("--without", nargs="*", default=[], choices=sorted(COMPONENTS),
                         help="switch generator components off (ablations)")
 
 
 def _synth_config(args):
+    from minifcrn.errors import is_positive
     from minifcrn.synth import SynthConfig
 
-    return SynthConfig.sized(*args.size, args.cells, radius=args.radius, bit_depth=args.bit_depth).without(*args.without)
+    if not is_positive(args.cell_size):
+        raise InputError(f"{args.command}: --cell-size must be a positive number of pixels (the nucleus diameter), "
+                         f"got {args.cell_size!r}")
+
+    return SynthConfig.sized(*args.size, args.cells, radius=args.cell_size / 2,
+                             bit_depth=args.bit_depth).without(*args.without)
 
 
 def _error(message: str):
@@ -216,7 +225,7 @@ def cmd_count(args) -> int:
         if getattr(args, flag) and not args.out:
             raise InputError(f"count: --{flag} needs --out, the folder to write into")
     bar = tqdm(desc="counting", unit="image", disable=None, leave=False)
-    header = [f"{'count':>10}  {'detections':>10}  {'cell size px':<19}  file"]
+    header = [f"{'count':>10}  {'detections':>10}  {'cell size px':<19}  {'channel':<10}  file"]
 
     def show(row):
         bar.update()
@@ -224,22 +233,55 @@ def cmd_count(args) -> int:
             _error(row.error)
         elif not args.json:
             size = f"{row.cell_size:7.1f} ({row.cell_size_from})"
-            tqdm.write("\n".join(header + [f"{row.count:10.1f}  {row.detections:10d}  {size:<19}  {row.file}"]))
+            tqdm.write("\n".join(header + [f"{row.count:10.1f}  {row.detections:10d}  {size:<19}  "
+                                           f"{row.channel:<10}  {row.file}"]))
             header.clear()  # once, above the first row
 
     from minifcrn.figures import matplotlib_or_note
 
     figures = args.figure and matplotlib_or_note()
     options = {name: getattr(args, name) for name in COUNTING if name != "model"}
-    rows = count_many(inputs, args.model, args.out, args.resume, figures, on_row=show, roi=args.roi, **options)
+    skipped = []
+    rows = count_many(inputs, args.model, args.out, args.resume, figures, on_row=show, skipped=skipped,
+                      roi=args.roi, **options)
     bar.close()
+    for line in _count_notes(rows, skipped):
+        print(f"minifcrn: note: {line}", file=sys.stderr)
     if args.json:
         results = [{"file": r.file, "count": r.count, "detections": r.detections, "cell_size": r.cell_size,
-                    "cell_size_from": r.cell_size_from, "roi": r.roi, "detections_xy_score": r.points, **r.files}
+                    "cell_size_from": r.cell_size_from, "channel": r.channel, "channel_from": r.channel_from,
+                    "roi": r.roi, "detections_xy_score": r.points, **r.files}
                    for r in rows if not r.error]
         weights = rows[0].weights if rows else ""
-        print(json.dumps({"model": str(args.model), "weights": weights, "results": results}, indent=2))
+        print(json.dumps({"model": str(args.model), "weights": weights, "results": results,
+                          "skipped": [{"file": str(p), "why": why} for p, why in skipped]}, indent=2))
     return EXIT_BAD_INPUT if any(r.error for r in rows) else 0
+
+
+def _listed(paths, most=3) -> str:
+    names = [Path(p).name for p in paths]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _count_notes(rows, skipped) -> list[str]:
+    """What a user should know of how the batch was counted: images inverted because their
+    background is bright, a channel taken from the weights, files left out."""
+    notes = []
+    inverted = [r.file for r in rows if r.channel_from == "auto" and r.channel == "inverted"]
+    if inverted:
+        notes.append(f"{len(inverted)} image(s) have dark objects on a bright background (H&E or bright field?) "
+                     f"and were counted inverted: {_listed(inverted)}; --channel grey counts them as they are, "
+                     "--cell-size PIXELS gives their nucleus diameter if the estimate is off")
+    trained = sorted({r.channel for r in rows if r.channel_from == "weights"})
+    if trained:
+        notes.append(f"counted channel {', '.join(trained)}, as the weights were trained; --channel overrides it")
+    by_reason = {}
+    for path, why in skipped:
+        by_reason.setdefault(why, []).append(path)
+    if by_reason:
+        notes.append(f"skipped {len(skipped)} file(s): " + "; ".join(
+            f"{why} x{len(paths)} ({_listed(paths)})" for why, paths in by_reason.items()))
+    return notes
 
 
 def _check_cell_size(args):
@@ -277,11 +319,12 @@ def cmd_train(args) -> int:
     matplotlib_or_note()  # for curves.png
     check_out_folder(args.out, "train")
     synth = _synth_config(args) if args.synthetic is not None else None
-    samples, val = training_sets(args.data, args.synthetic, args.val, args.val_count, args.channel, synth, args.seed)
+    channel = "auto" if args.channel is None else args.channel
+    samples, val = training_sets(args.data, args.synthetic, args.val, args.val_count, channel, synth, args.seed)
     model = load_model(args.init) if args.init else None
     settings = {field: getattr(args, field) for _, field, _, _ in _TRAIN_SETTINGS}
     cfg = TrainConfig(arch=model.arch if model is not None else args.arch, seed=args.seed, device=args.device,
-                      channel=args.channel, synthetic=args.synthetic or 0, synth=synth.to_dict() if synth else {},
+                      channel=channel, synthetic=args.synthetic or 0, synth=synth.to_dict() if synth else {},
                       **settings)
     try:
         summary = fit(samples, val, cfg, args.out, model=model, resume=args.resume)
@@ -304,35 +347,35 @@ def cmd_invert(args) -> int:
         return 0
     if args.image is None:
         raise InputError("invert: give an IMAGE to invert (or --list-layers)")
-    out = Path(args.out)
-    if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):
-        raise InputError(f"invert: cannot write --out {out} ({'a folder' if out.is_dir() else 'its parent is a file'})")
-    plane = as_plane(args.image, args.channel, args.crop)
+    check_out_folder(args.out, "invert")
+    picture = Path(args.out) / "inversion.png"
+    plane = as_plane(args.image, "auto" if args.channel is None else args.channel, args.roi)
     results = reconstruct_all(model, plane, args.layers, progress=True, iterations=args.iterations,
                               lr=args.lr, lam=args.lam, seed=args.seed, device=args.device)
-    render_inversion(plane, results, args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    render_inversion(plane, results, picture)
     rows = [{"layer": r.layer, "objective_start": r.objective[0], "objective_end": r.objective[-1],
              "feature_error": r.feature_error, "correlation": r.correlation, "steps": len(r.objective)}
             for r in results]
     if args.json:
-        print(json.dumps({"image": args.image, "crop": args.crop, "out": args.out, "layers": rows}, indent=2))
+        print(json.dumps({"image": args.image, "roi": args.roi, "picture": str(picture), "layers": rows}, indent=2))
         return 0
     print(f"{'layer':8s} {'E start':>9s} {'E end':>9s} {'feature err':>11s} {'corr':>6s}")
     for r in rows:
         print(f"{r['layer']:8s} {r['objective_start']:9.3g} {r['objective_end']:9.3g} "
               f"{r['feature_error']:11.3g} {r['correlation']:6.3f}")
-    print(f"wrote {args.out}")
+    print(f"wrote {picture}")
     return 0
 
 
 def cmd_synth(args) -> int:
     from minifcrn.synth import write_dataset
 
-    if args.n < 1:
-        raise InputError(f"synth: --n must be at least 1, got {args.n}")
+    if args.synthetic < 1:
+        raise InputError(f"synth: --synthetic must be at least 1, got {args.synthetic}")
     check_out_folder(args.out, "synth")
-    write_dataset(args.out, args.n, _synth_config(args), args.seed, progress=True)
-    print(f"wrote {args.n} images with their centres (x,y CSV) to {args.out}")
+    write_dataset(args.out, args.synthetic, _synth_config(args), args.seed, progress=True)
+    print(f"wrote {args.synthetic} images with their centres (x,y CSV) to {args.out}")
     return 0
 
 

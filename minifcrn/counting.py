@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from minifcrn.cellsize import estimate_cell_size
-from minifcrn.data.images import read_image, to_plane
+from minifcrn.data.images import pick_channel, read_pixels, to_plane
 from minifcrn.data.samples import image_files
 from minifcrn.errors import InputError, is_positive
 from minifcrn.inference import load_model, predict, weights_hash
@@ -48,6 +48,8 @@ class CountResult:
     cell_size: float | None = None  # the nucleus diameter (image pixels) the count assumed
     cell_size_from: str = "trained"  # "given", "estimated" (from the image) or "trained" (the weights' own)
     scale: float = 1.0           # the image was resized by this factor before the network saw it
+    channel: object = "grey"     # the plane counted: "grey", "inverted" or a channel number
+    channel_from: str = "given"  # "given", "weights" (as the network was trained) or "auto" (picked from the image)
 
 
 def parse_roi(roi, shape, source="image"):
@@ -170,10 +172,24 @@ def _resize_factor(plane, net, cell_size, source):
     return s, cell_size, "given"
 
 
-def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THRESHOLD,
+def channel_option(net: FCRN, channel):
+    """(channel, where it came from) for ``count``: the user's, else the one the weights were
+    trained with if it is not plain grey ("inverted" or a number), else "auto"."""
+    if channel is not None:
+        return channel, ("auto" if channel == "auto" else "given")
+    trained = getattr(net, "meta", {}).get("channel", "grey")
+    return (trained, "weights") if trained not in ("grey", "gray", "auto", None) else ("auto", "auto")
+
+
+def count(image, model="fcrn-a", channel=None, roi=None, threshold=DEFAULT_THRESHOLD,
           min_distance=DEFAULT_MIN_DISTANCE, device="cpu", tile_size=None, cell_size="auto") -> CountResult:
     """Count and detect cells in ``image``: a path (PNG/TIFF/JPEG) or an array (H, W) or (H, W, 3);
     or a list of them, counted with the model loaded once: then a list of results.
+
+    ``channel`` (``minifcrn.data.images``): "grey", "inverted", "auto" (inverted when the
+    background is bright, as in H&E) or a channel number; None (the default) takes the one
+    the weights were trained with when that was "inverted" or a number, else "auto".  The
+    result says which it used (``channel``, ``channel_from``).
 
     ``tile_size``: run the network on tiles of this size (a multiple of 8) with exact
     seams (``inference.predict_density_tiled``); None picks 1024 for images of more than
@@ -194,13 +210,15 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
     if isinstance(image, (list, tuple)):
         net = load_model(model, device)
         return [count(one, net, channel, roi, threshold, min_distance, device, tile_size, cell_size) for one in image]
-    if isinstance(image, (str, Path)):
-        source = str(image)
-        plane = read_image(image, channel, memmap=True)  # a huge grey TIFF stays on disk until tiled
-    else:
-        source = "image"
-        plane = to_plane(image, channel, source)
     net = load_model(model, device)
+    source = str(image) if isinstance(image, (str, Path)) else "image"
+    pixels = read_pixels(image, memmap=True) if isinstance(image, (str, Path)) else image
+    channel, channel_from = channel_option(net, channel)
+    channel = pick_channel(pixels, channel, source)
+    if isinstance(pixels, np.memmap) and channel == "grey":
+        plane = pixels  # a huge grey TIFF stays on disk until tiled
+    else:
+        plane = to_plane(pixels, channel, source)
     roi = parse_roi(roi, plane.shape, source)
     s, size, size_from = _resize_factor(plane, net, cell_size, source)
     shape = (round(plane.shape[0] * s), round(plane.shape[1] * s))
@@ -222,7 +240,7 @@ def count(image, model="fcrn-a", channel="grey", roi=None, threshold=DEFAULT_THR
                   & (detections[:, 1] >= y0) & (detections[:, 1] < y1))
         detections = detections[inside]
     return CountResult(float(region.sum(dtype=np.float64)), density, detections, roi, source, net.arch, plane,
-                       float(size), size_from, float(s))
+                       float(size), size_from, float(s), channel, channel_from)
 
 
 # -- many images: one results table ------------------------------------------------------------
@@ -245,6 +263,8 @@ class CountRow:
     error: str = ""
     cell_size: float | None = None
     cell_size_from: str = ""
+    channel: str = ""
+    channel_from: str = ""
     roi: tuple | None = field(default=None, compare=False)
     points: list | None = field(default=None, compare=False, repr=False)  # detections: [x, y, score] each
     files: dict = field(default_factory=dict, compare=False)
@@ -325,7 +345,7 @@ def _write_outputs(path, result, out, figure) -> dict:
     return {k: str(v) for k, v in files.items()}
 
 
-def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_row=None,
+def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_row=None, skipped=None,
                **options) -> list[CountRow]:
     """``count`` every image of ``paths`` (files, folders, glob patterns), loading the model once.
 
@@ -333,7 +353,9 @@ def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_
     each image's detections CSV and picture (and, with ``figures``, its figure) are written
     there, and results.csv/.json are rewritten atomically after every image, under the folder's
     lock; ``resume`` keeps the rows already there (of the same weights) and counts only the
-    images missing or failed.  ``on_row(row)`` is called as each row is done.  ``options``
+    images missing or failed.  ``on_row(row)`` is called as each row is done.  Annotation
+    files and what is not an image are left out (``data.samples.not_counted``), and listed
+    as (path, why) in ``skipped`` if it is a list.  ``options``
     are ``count``'s (channel, roi, threshold, min_distance, device, tile_size, cell_size).
     Returns the rows of the images counted in this call.
     """
@@ -355,7 +377,7 @@ def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_
             table = [r for r in table if not r.error]  # failed images are tried again
         done = {r.file for r in table}
         rows = []
-        for path, problem in image_files(paths):
+        for path, problem in image_files(paths, skipped):
             if str(path) in done:
                 continue
             t0 = time.perf_counter()
@@ -368,6 +390,7 @@ def count_many(paths, model="fcrn-a", out=None, resume=False, figures=False, on_
                     row.files = _write_outputs(path, result, Path(out), figures)
                 row.count, row.detections = round(result.count, 2), len(result.detections)
                 row.cell_size, row.cell_size_from = round(result.cell_size, 2), result.cell_size_from
+                row.channel, row.channel_from = str(result.channel), result.channel_from
                 row.roi, row.points = result.roi, [[int(x), int(y), round(float(v), 5)] for x, y, v in result.detections]
                 row.seconds = round(time.perf_counter() - t0, 3)
             except InputError as exc:

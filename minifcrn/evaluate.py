@@ -15,7 +15,8 @@ from scipy.spatial.distance import cdist
 
 from minifcrn.counting import (DEFAULT_MIN_DISTANCE, DEFAULT_THRESHOLD, cell_size_option, check_detection_args,
                                count)
-from minifcrn.data.samples import load_samples
+from minifcrn.data.annotations import read_points
+from minifcrn.data.samples import find_pairs
 from minifcrn.errors import InputError, is_positive
 from minifcrn.inference import load_model
 
@@ -43,7 +44,6 @@ PROTOCOLS = ("vgg",)
 def protocol_images(folder, protocol):
     """The image names a protocol tests on ("vgg": VGG images 101-200, see ``minifcrn.protocol``),
     checked to be in ``folder``; None for no protocol (every annotated image)."""
-    from minifcrn.data.samples import find_pairs
     from minifcrn.protocol import vgg_test_names
 
     if protocol is None:
@@ -58,7 +58,7 @@ def protocol_images(folder, protocol):
     return names
 
 
-def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshold=DEFAULT_THRESHOLD,
+def evaluate_folder(folder, model="fcrn-a", channel=None, radius=5.0, threshold=DEFAULT_THRESHOLD,
                     min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None, tile_size=None,
                     cell_size="auto") -> dict:
     """Per-image and pooled scores of ``model`` on every annotated image of ``folder``, or on
@@ -72,13 +72,17 @@ def evaluate_folder(folder, model="fcrn-a", channel="grey", radius=5.0, threshol
     names = protocol_images(folder, protocol)
     net = load_model(model, device)
     rows, totals = [], np.zeros(3)
-    for s in load_samples(folder, channel, names):
-        r = count(s.image, net, "grey", None, threshold, min_distance, device, tile_size, cell_size)
-        matched = match_detections(r.detections, s.points, radius)
-        totals += (matched, len(r.detections), s.count)
-        rows.append({"image": s.name, "true": s.count, "estimate": round(r.count, 3),
-                     "abs_error": abs(r.count - s.count), "detections": len(r.detections), "matched": matched,
-                     "cell_size": round(r.cell_size, 2), "cell_size_from": r.cell_size_from})
+    for image, annotation in find_pairs(folder):
+        if names is not None and image.stem not in names:
+            continue
+        r = count(image, net, channel, None, threshold, min_distance, device, tile_size, cell_size)
+        truth = read_points(annotation, r.plane.shape)
+        matched = match_detections(r.detections, truth, radius)
+        totals += (matched, len(r.detections), len(truth))
+        rows.append({"image": image.stem, "true": len(truth), "estimate": round(r.count, 3),
+                     "abs_error": abs(r.count - len(truth)), "detections": len(r.detections), "matched": matched,
+                     "cell_size": round(r.cell_size, 2), "cell_size_from": r.cell_size_from,
+                     "channel": r.channel, "channel_from": r.channel_from})
     errors = np.array([r["abs_error"] for r in rows])
     truth = np.array([r["true"] for r in rows], float)
     precision, recall, f1 = f1_scores(*totals)

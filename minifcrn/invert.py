@@ -63,13 +63,13 @@ def frozen(model):
             p.requires_grad = flag
 
 
-def as_plane(image, channel="grey", crop=None) -> np.ndarray:
-    """A standardised float64 plane from a path or array, cut to ``crop`` = (x0, y0, x1, y1)."""
+def as_plane(image, channel="grey", roi=None) -> np.ndarray:
+    """A standardised float64 plane from a path or array, cut to ``roi`` = (x0, y0, x1, y1)."""
     plane = read_image(image, channel) if isinstance(image, (str, Path)) else to_plane(image, channel)
     source = str(image) if isinstance(image, (str, Path)) else "image"
-    if crop is not None:
+    if roi is not None:
         from minifcrn.counting import parse_roi
-        x0, y0, x1, y1 = parse_roi(crop, plane.shape, source)
+        x0, y0, x1, y1 = parse_roi(roi, plane.shape, source)
         plane = plane[y0:y1, x0:x1]
     return standardize(plane, source).astype(np.float64)
 
@@ -80,7 +80,7 @@ def _check_layer(model, layer):
 
 
 def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=0.9, seed=0,
-                channel="grey", crop=None, device="cpu") -> Reconstruction:
+                channel="grey", roi=None, device="cpu") -> Reconstruction:
     """Reconstruct ``image`` (path or array) from the features of ``layer``; see the module docstring."""
     from minifcrn.inference import load_model
 
@@ -89,7 +89,7 @@ def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=
     if iterations < 1 or not lr > 0 or not lam >= 0 or not 0 <= momentum < 1:
         raise InputError(f"invert: need iterations >= 1, lr > 0, lambda >= 0 and 0 <= momentum < 1; got "
                          f"{iterations}, {lr}, {lam}, {momentum}")
-    plane = as_plane(image, channel, crop)
+    plane = as_plane(image, channel, roi)
     dtype = np.float32
     with no_grad():
         phi0 = model(tensor(plane[None, None], device=device, dtype=dtype), upto=layer).data

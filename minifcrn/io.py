@@ -51,9 +51,14 @@ def atomic_write(path, mode="wb"):
 
 
 def check_out_folder(out, command):
-    """Refuse, before any work, an ``out`` that exists but is not a folder."""
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
+    """Refuse, before any work, an ``out`` that exists but is not a folder, or lies under a file."""
+    if out is None:
+        return
+    if Path(out).exists() and not Path(out).is_dir():
         raise InputError(f"{command}: --out {out} is a file, not a folder")
+    above = next((p for p in Path(out).absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(f"{command}: cannot make --out {out}: {above} is a file, not a folder")
 
 
 def save_npz(path, arrays: dict, meta: dict):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,11 +72,37 @@ class TrainConfig:
 
 def validation_mae(model, samples, device="cpu") -> float:
     """Mean |predicted count - true count| over whole images."""
+    return validation_scores(model, samples, device)[0]
+
+
+def validation_scores(model, samples, device="cpu"):
+    """(MAE, predicted counts, detections per image) of ``model`` on whole ``samples``."""
+    from minifcrn.counting import detect
+
     if not samples:
-        return float("nan")
-    errors = [abs(predict_density(model, standardize(s.image, s.name), device).sum() / model.density_scale
-                  - s.count) for s in samples]
-    return float(np.mean(errors))
+        return float("nan"), [], []
+    counts, found = [], []
+    for s in samples:
+        density = predict_density(model, standardize(s.image, s.name), device) / model.density_scale
+        counts.append(float(density.sum(dtype=np.float64)))
+        found.append(len(detect(density)))
+    return float(np.mean([abs(c - s.count) for c, s in zip(counts, samples)])), counts, found
+
+
+MIN_VALIDATION = 3   # fewer validation images cannot tell a network that counts from one that guesses
+COLLAPSED = 0.1      # counts varying less than this share of the truth's spread: one count for every image
+
+
+def collapse_warning(counts, truths, detections) -> str:
+    """Why the network looks collapsed on the validation images ("" if it does not): its
+    counts barely follow the truth's spread, or it detects nothing where there are cells."""
+    counts, truths = np.asarray(counts, float), np.asarray(truths, float)
+    if len(counts) >= 2 and truths.std() > 0 and counts.std() < COLLAPSED * truths.std():
+        return (f"the counts barely vary across the validation images (sd {counts.std():.3g} against the "
+                f"truth's {truths.std():.3g}): the network gives about {counts.mean():.0f} for every image")
+    if len(counts) and truths.sum() > 0 and sum(detections) == 0:
+        return "no detections on any validation image: the density has no peaks, only a haze"
+    return ""
 
 
 def training_loss(pred, target, cfg: TrainConfig):
@@ -138,7 +165,8 @@ def _whole_image_batches(samples, cfg, rng):
 
 def _write_log(path, history):
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]) if history else ["epoch"])
+    columns = list(dict.fromkeys(k for row in history for k in row)) or ["epoch"]  # rows of older runs lack some
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(history)
     with atomic_write(path, "w") as f:
@@ -209,7 +237,7 @@ def _train_epoch(model, opt, samples, cfg, rng, patches, epoch, progress) -> lis
     batches = (_patch_batch(samples, cfg, rng) for _ in range(cfg.steps_per_epoch)) if patches \
         else _whole_image_batches(samples, cfg, rng)
     bar = tqdm(batches, total=cfg.steps_per_epoch if patches else len(samples),
-               desc=f"epoch {epoch + 1}/{cfg.total_epochs}", leave=False, disable=not progress)
+               desc=f"epoch {epoch + 1}/{cfg.total_epochs}", leave=False, disable=None if progress else True)
     losses = []
     for x, y in bar:
         opt.zero_grad()
@@ -325,6 +353,10 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
         rate_scale = meta.get("rate_scale", 1.0)
     end = cfg.total_epochs if stop_after is None else min(cfg.total_epochs, start + stop_after)
     learnt = learnt_sizes(train_samples, cfg)
+    if val_samples is not None and len(val_samples) < MIN_VALIDATION:
+        print(f"minifcrn: warning: {len(val_samples)} validation image(s): too few to tell a network that counts "
+              f"from one that gives every image the same count; keep at least {MIN_VALIDATION} apart "
+              "(--val DIR or --val-count)", file=sys.stderr)
     for epoch in range(start, end):
         t0 = time.perf_counter()
         patches = epoch < cfg.epochs
@@ -346,10 +378,11 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
             if progress:
                 tqdm.write(f"epoch {epoch + 1}: loss became {value:.4g} at step {step} at lr {lr:g}; back to the "
                            f"epoch's start at lr {scheduled * rate_scale:g}")
-        val_mae = validation_mae(model, val_samples, cfg.device)
+        val_mae, counts, found = validation_scores(model, val_samples, cfg.device)
+        warning = collapse_warning(counts, [v.count for v in val_samples], found)
         row = {"epoch": epoch + 1, "phase": "patches" if patches else "whole", "lr": lr,
                "train_loss": float(np.mean(losses)), "val_mae": val_mae,
-               "seconds": round(time.perf_counter() - t0, 3), "rate_cuts": cuts}
+               "seconds": round(time.perf_counter() - t0, 3), "rate_cuts": cuts, "warning": warning}
         history.append(row)
         if val_mae < best["val_mae"] or not val_samples:
             best = {"val_mae": val_mae, "epoch": epoch + 1}
@@ -367,4 +400,6 @@ def fit(train_samples, val_samples, cfg: TrainConfig, out_dir, model=None, resum
             tqdm.write(f"epoch {epoch + 1}/{cfg.total_epochs}  {row['phase']:7s}  lr {lr:.0e}  "
                        f"loss {row['train_loss']:.4g}  val MAE {val_mae:.3f}  ({row['seconds']:.0f} s)"
                        + (f"  (rate cut {cuts}x: the loss diverged)" if cuts else ""))
+        if warning:
+            print(f"minifcrn: warning: epoch {epoch + 1}: {warning}", file=sys.stderr)
     return {"best": best, "history": history, "out_dir": str(out_dir)}

@@ -72,7 +72,7 @@ def test_count_and_evaluate_share_the_counting_options():
 
 
 def test_evaluate_takes_cell_size_and_tile_size(tmp_path, capsys):
-    assert main(["synth", "--n", "2", "--out", str(tmp_path), "--size", "64", "--cells", "4", "8"]) == 0
+    assert main(["synth", "--synthetic", "2", "--out", str(tmp_path), "--size", "64", "--cells", "4", "8"]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path), "--tile-size", "32", "--cell-size", "9", "--json"]) == 0
     assert main(["evaluate", str(tmp_path), "--tile-size", "12"]) == 2
@@ -81,7 +81,7 @@ def test_evaluate_takes_cell_size_and_tile_size(tmp_path, capsys):
 
 def test_synth_takes_seed_as_train_does(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        assert main(["synth", "--n", "1", "--out", str(tmp_path / name), "--seed", str(seed), "--size", "48",
+        assert main(["synth", "--synthetic", "1", "--out", str(tmp_path / name), "--seed", str(seed), "--size", "48",
                      "--cells", "4", "8"]) == 0
     a, b, c = (np.asarray(Image.open(tmp_path / name / "synth_00000.png")) for name in "abc")
     assert np.array_equal(a, b) and not np.array_equal(a, c)
@@ -148,4 +148,4 @@ def test_count_takes_a_list_and_gray_is_grey(capsys):
     assert both[0].count == one.count and both[1].count == pytest.approx(one.count, rel=1e-6)
     assert main(["count", str(SAMPLE), "--channel", "gray"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["count", "detections", "cell", "size", "px", "file"] and row.split()[-1] == str(SAMPLE)
+    assert header.split() == ["count", "detections", "cell", "size", "px", "channel", "file"] and row.split()[-1] == str(SAMPLE)

@@ -77,7 +77,7 @@ def test_count_cli_bad_inputs_keep_going(weights, images, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["count", str(empty), "--model", str(weights)]) == 2
-    assert "holds no PNG or TIFF images" in capsys.readouterr().err
+    assert "holds no images to count (PNG, TIFF or JPEG)" in capsys.readouterr().err
 
 
 def test_weights_for_another_architecture(tmp_path, capsys):

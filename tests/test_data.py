@@ -117,8 +117,10 @@ def test_read_image_channel_selection(tmp_path):
     path = write_png(tmp_path / "c.png", rgb)
     np.testing.assert_array_equal(read_image(path, channel=2), rgb[..., 2])
     np.testing.assert_allclose(read_image(path), rgb[..., 2] / 3, rtol=1e-6)
-    with pytest.raises(InputError, match="channel must be 'grey', 'inverted' or 0, 1, 2"):
+    with pytest.raises(InputError, match="channel must be 'grey', 'inverted', 'auto' or 0, 1, 2"):
         read_image(path, channel=5)
+    with pytest.raises(InputError, match="channel 0 holds almost no signal .* in channel 2\\); count channel 2"):
+        read_image(path, channel=0)  # the empty red channel of a blue-only image is refused, not counted
 
 
 def test_inverted_channel_turns_dark_nuclei_bright(tmp_path):

@@ -19,22 +19,22 @@ def net():
 
 
 def test_the_objective_falls_at_every_recorded_step(net):
-    r = reconstruct(net, ASSETS / "sample.png", "conv3", iterations=40, crop=CROP)
+    r = reconstruct(net, ASSETS / "sample.png", "conv3", iterations=40, roi=CROP)
     steps = np.diff(r.objective)
     assert (steps <= 0).all()
     assert r.objective[-1] < 0.2 * r.objective[0]
 
 
 def test_the_first_layer_gives_the_input_back(net):
-    r = reconstruct(net, ASSETS / "sample.png", "conv1", iterations=60, crop=CROP)
+    r = reconstruct(net, ASSETS / "sample.png", "conv1", iterations=60, roi=CROP)
     assert r.image.shape == (32, 32)
     assert r.correlation > 0.95  # measured 1.000 (conv1 is linear and keeps the image)
     assert r.feature_error < 1e-3
 
 
 def test_a_deep_layer_keeps_less_than_the_first(net):
-    shallow = reconstruct(net, ASSETS / "sample.png", "conv1", iterations=60, crop=CROP)
-    deep = reconstruct(net, ASSETS / "sample.png", "conv8", iterations=60, crop=CROP)
+    shallow = reconstruct(net, ASSETS / "sample.png", "conv1", iterations=60, roi=CROP)
+    deep = reconstruct(net, ASSETS / "sample.png", "conv8", iterations=60, roi=CROP)
     assert deep.correlation < shallow.correlation
 
 
@@ -74,22 +74,22 @@ def test_the_input_gradient_through_every_op_matches_finite_differences():
 ])
 def test_bad_arguments_are_refused(net, kwargs, message):
     with pytest.raises(InputError, match=message):
-        reconstruct(net, ASSETS / "sample.png", crop=CROP, **kwargs)
+        reconstruct(net, ASSETS / "sample.png", roi=CROP, **kwargs)
 
 
 def test_cli_lists_layers_and_writes_the_grid(tmp_path, capsys):
     assert main(["invert", "--list-layers"]) == 0
     listed = capsys.readouterr().out.split("\n")
     assert [line.split()[0] for line in listed if "default figure" in line] == conv_layers(load_model("fcrn-a"))
-    out = tmp_path / "grid.png"
-    assert main(["invert", str(ASSETS / "sample.png"), "--crop", ",".join(map(str, CROP)), "--layers", "conv1",
+    out = tmp_path / "inverted"
+    assert main(["invert", str(ASSETS / "sample.png"), "--roi", ",".join(map(str, CROP)), "--layers", "conv1",
                  "relu2", "--iterations", "5", "--out", str(out), "--json"]) == 0
-    with Image.open(out) as png:
+    with Image.open(out / "inversion.png") as png:
         assert png.format == "PNG"
         assert png.size == (3 * (32 * 4 + 6) - 6, 32 * 4 + 30)  # input + 2 layers, each 32 px zoomed x4
 
 
 def test_cli_bad_crop_is_one_line(capsys):
-    assert main(["invert", str(ASSETS / "sample.png"), "--crop", "0,0,999,10"]) == 2
+    assert main(["invert", str(ASSETS / "sample.png"), "--roi", "0,0,999,10"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "ROI 0,0,999,10 is not inside" in err

@@ -116,7 +116,7 @@ def test_writing_again_keeps_the_files_already_there(tmp_path):
 
 
 def test_cli_synth_writes_images_and_centres(tmp_path, capsys):
-    assert main(["synth", "--n", "2", "--out", str(tmp_path), "--size", "48x32", "--cells", "4", "6",
+    assert main(["synth", "--synthetic", "2", "--out", str(tmp_path), "--size", "48x32", "--cells", "4", "6",
                  "--without", "noise"]) == 0
     samples = load_samples(tmp_path)
     assert [s.image.shape for s in samples] == [(32, 48)] * 2
@@ -124,7 +124,7 @@ def test_cli_synth_writes_images_and_centres(tmp_path, capsys):
 
 
 def test_cli_synth_bad_range_is_one_line(tmp_path, capsys):
-    assert main(["synth", "--n", "2", "--out", str(tmp_path), "--cells", "9", "3"]) == 2
+    assert main(["synth", "--synthetic", "2", "--out", str(tmp_path), "--cells", "9", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cells must be a range" in err
 
@@ -141,7 +141,7 @@ def test_the_cli_default_cell_range_keeps_the_cells_per_pixel_at_other_sizes(tmp
     from minifcrn.cli import main
 
     d = SynthConfig()
-    assert main(["synth", "--n", "4", "--out", str(tmp_path), "--size", "64x128"]) == 0
+    assert main(["synth", "--synthetic", "4", "--out", str(tmp_path), "--size", "64x128"]) == 0
     share = 64 * 128 / (d.width * d.height)
     lo, hi = round(d.cells[0] * share), round(d.cells[1] * share)
     samples = load_samples(tmp_path)

@@ -12,6 +12,12 @@ grey (H, W), RGB or RGBA (H, W, 3|4; alpha dropped) or channels-first TIFF
 * ``"inverted"``: the grey plane negated, for nuclei darker than their
   background (H&E or bright-field histology), which then look like the bright
   nuclei of fluorescence the networks learnt.
+* ``"auto"``: ``"inverted"`` if the image has a bright background
+  (``bright_background``), else ``"grey"``; ``pick_channel`` says which.
+
+A chosen channel that holds almost nothing (its spread under ``NO_SIGNAL`` of
+the liveliest channel's, e.g. the empty red channel of a blue-only image) is
+refused, naming the channel that has the signal.
 
 Standardisation subtracts the image's (or patch's) own mean and divides by
 its standard deviation, the same in training and at inference.
@@ -24,6 +30,10 @@ import numpy as np
 
 from minifcrn.errors import InputError
 
+NO_SIGNAL = 0.05        # a channel with less than this share of the liveliest channel's spread is empty
+SAMPLE_PIXELS = 1 << 20  # the channel checks read at most about this many pixels (a regular subsample)
+DARK_OBJECTS = 0.85     # upper / lower tail below this: a bright background (symmetric noise stays grey)
+
 
 def read_image(path, channel="grey", memmap=False) -> np.ndarray:
     """The image at ``path`` as a float32 array (H, W), in its original intensity units.
@@ -32,13 +42,48 @@ def read_image(path, channel="grey", memmap=False) -> np.ndarray:
     in its own pixel type (``tifffile.memmap``), so a huge image is read only where,
     and when, it is used; everything downstream converts it block by block.
     """
-    path, channel = Path(path), _spelled(channel)
-    if memmap and channel == "grey" and path.suffix.lower() in (".tif", ".tiff"):
+    pixels = read_pixels(path, memmap)
+    channel = pick_channel(pixels, channel, str(path))
+    if isinstance(pixels, np.memmap) and channel == "grey":
+        return pixels
+    return to_plane(pixels, channel, source=str(path))
+
+
+def read_pixels(path, memmap=False) -> np.ndarray:
+    """The pixels of the image at ``path`` as stored (grey or colour, any pixel type); with
+    ``memmap``, a grey uncompressed TIFF is memory-mapped (see ``read_image``)."""
+    path = Path(path)
+    if memmap and path.suffix.lower() in (".tif", ".tiff"):
         mapped = _memmap_tiff(path)
         if mapped is not None:
             return mapped
-    array = _decode(path)
-    return to_plane(array, channel, source=str(path))
+    return _decode(path)
+
+
+def _subsample(a: np.ndarray) -> np.ndarray:
+    """A regular subsample of about ``SAMPLE_PIXELS`` pixels of ``a`` (H, W[, C])."""
+    step = max(1, int(np.sqrt(a.shape[0] * a.shape[1] / SAMPLE_PIXELS)))
+    return np.asarray(a[::step, ::step], dtype=np.float32)
+
+
+def bright_background(plane: np.ndarray) -> bool:
+    """True if ``plane``'s objects are darker than its background (H&E, bright field): its
+    upper tail (99th percentile above the median) is shorter than ``DARK_OBJECTS`` times its
+    lower tail (median above the 1st percentile); fluorescence nuclei make the upper tail
+    the longer one."""
+    lo, mid, hi = np.percentile(_subsample(plane), [1, 50, 99])
+    return bool(hi - mid < DARK_OBJECTS * (mid - lo))
+
+
+def pick_channel(array, channel="grey", source="image"):
+    """The channel ``to_plane`` will take: ``channel`` itself ("gray" read as "grey"), or for
+    "auto" "inverted" when the image has a bright background and "grey" otherwise."""
+    channel = _spelled(channel)
+    if channel != "auto":
+        return channel
+    a = _channels_last(np.asarray(array), source)
+    grey = _subsample(a).mean(axis=-1) if a.ndim == 3 else _subsample(a)
+    return "inverted" if bright_background(grey) else "grey"
 
 
 def _memmap_tiff(path: Path):
@@ -97,8 +142,40 @@ def _spelled(channel):
 
 def to_plane(array, channel="grey", source="image") -> np.ndarray:
     """One float32 plane (H, W) from a grey, channels-last or channels-first array."""
-    channel = _spelled(channel)
-    a = np.asarray(array)
+    channel = pick_channel(array, channel, source)
+    a = _channels_last(np.asarray(array), source)
+    if a.ndim == 3:
+        if channel in ("grey", "inverted"):
+            a = a.astype(np.float32).mean(axis=-1)
+        elif isinstance(channel, (int, np.integer)) and not isinstance(channel, bool) and 0 <= channel < 3:
+            _check_signal(a, int(channel), source)
+            a = a[..., int(channel)]
+        else:
+            raise InputError(f"{source}: channel must be 'grey', 'inverted', 'auto' or 0, 1, 2 for an RGB image, "
+                             f"got {channel!r}")
+    elif channel not in ("grey", "inverted", 0) or isinstance(channel, bool):
+        raise InputError(f"{source}: channel {channel!r} asked of a grey image (one channel: 'grey', "
+                         "'inverted', 'auto' or 0)")
+    plane = a.astype(np.float32)
+    if channel == "inverted":
+        np.negative(plane, out=plane)
+    if not np.isfinite(plane).all():
+        raise InputError(f"{source}: image contains NaN or infinite values")
+    return plane
+
+
+def _check_signal(a: np.ndarray, channel: int, source: str):
+    """Refuse a colour channel that holds almost nothing next to another."""
+    spread = _subsample(a).std(axis=(0, 1))
+    best = int(np.argmax(spread))
+    if spread[channel] < NO_SIGNAL * spread[best]:
+        raise InputError(f"{source}: channel {channel} holds almost no signal (standard deviation "
+                         f"{spread[channel]:.3g} against {spread[best]:.3g} in channel {best}); count channel "
+                         f"{best} (--channel {best}) or the mean of all (--channel grey)")
+
+
+def _channels_last(a: np.ndarray, source: str) -> np.ndarray:
+    """A grey (H, W) or colour (H, W, 3) view of a grey, RGB(A) or channels-first array."""
     if a.dtype.kind not in "uif" and a.dtype != bool:
         raise InputError(f"{source}: unsupported pixel type {a.dtype}")
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
@@ -112,23 +189,7 @@ def to_plane(array, channel="grey", source="image") -> np.ndarray:
                          "(a stack? save or pass one page/plane)")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{source}: image is empty (shape {a.shape})")
-    if a.ndim == 3:
-        if channel in ("grey", "inverted"):
-            a = a.astype(np.float32).mean(axis=-1)
-        elif isinstance(channel, (int, np.integer)) and not isinstance(channel, bool) and 0 <= channel < 3:
-            a = a[..., int(channel)]
-        else:
-            raise InputError(f"{source}: channel must be 'grey', 'inverted' or 0, 1, 2 for an RGB image, "
-                             f"got {channel!r}")
-    elif channel not in ("grey", "inverted", 0) or isinstance(channel, bool):
-        raise InputError(f"{source}: channel {channel!r} asked of a grey image (one channel: 'grey', "
-                         "'inverted' or 0)")
-    plane = a.astype(np.float32)
-    if channel == "inverted":
-        np.negative(plane, out=plane)
-    if not np.isfinite(plane).all():
-        raise InputError(f"{source}: image contains NaN or infinite values")
-    return plane
+    return a
 
 
 def plane_statistics(plane: np.ndarray, source="image", rows=1024) -> tuple[float, float]:

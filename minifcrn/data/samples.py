@@ -23,7 +23,8 @@ from minifcrn.data.annotations import density_map, read_points
 from minifcrn.data.images import read_image
 from minifcrn.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+OUTPUT_SUFFIXES = ("_count", "_figure")  # pictures ``minifcrn count --out`` writes beside its table
 MARGIN = 8  # pixels of Gaussian tail (4 sigma) kept around a patch when its density is built
 
 
@@ -48,29 +49,60 @@ def annotation_for(image_path: Path):
     return next((c for c in candidates if c.is_file()), None)
 
 
-def image_files(inputs):
-    """(path, problem) for every image named in ``inputs``: files, folders (their PNG/TIFF
-    images, less annotation and output files) and glob patterns; problem is None or says why
-    an input yields nothing."""
+def _is_annotation_image(path: Path) -> bool:
+    """``NNNdots.png`` beside ``NNNcell.*``, or ``name_dots.png`` beside ``name.*``."""
+    stem = path.stem
+    partner = stem[:-5] if stem.endswith("_dots") else stem[:-4] + "cell" if stem.endswith("dots") else None
+    return partner is not None and any((path.parent / (partner + suffix)).is_file()
+                                       for suffix in IMAGE_SUFFIXES + tuple(x.upper() for x in IMAGE_SUFFIXES))
+
+
+def not_counted(path: Path, named=False):
+    """Why ``path`` is not an image to count, or None: one rule for files met in folders and
+    glob patterns (``named=False``) and files named one by one, where only annotations are
+    left out (anything else named is tried, and a file that is no image says so)."""
+    if _is_annotation_image(path):
+        return "annotation"
+    if named:
+        return None
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image" if path.suffix.lower() != ".csv" else "table"
+    if path.stem.endswith(OUTPUT_SUFFIXES):
+        return "minifcrn picture"
+    return None
+
+
+def image_files(inputs, skipped=None):
+    """(path, problem) for every image named in ``inputs``: files, folders and glob patterns;
+    problem is None or says why an input yields nothing.  Files ``not_counted`` are left out
+    and, if ``skipped`` is a list, appended to it as (path, why)."""
     import glob
+
+    def kept(paths, named=False):
+        for p in paths:
+            why = not_counted(p, named)
+            if why is None:
+                yield p
+            elif skipped is not None:
+                skipped.append((p, why))
 
     for item in inputs:
         path = Path(item)
         if not path.exists() and glob.has_magic(str(item)):
-            matches = sorted(glob.glob(str(item)))
+            matches = [Path(m) for m in sorted(glob.glob(str(item))) if not Path(m).is_dir()]
             if not matches:
                 yield path, f"{item}: no file matches this pattern"
-            for match in matches:
-                yield Path(match), None
+            for match in kept(matches):
+                yield match, None
         elif path.is_dir():
-            files = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
-                     and not p.stem.endswith(("dots", "_dots")) and not p.stem.endswith("_count")]
+            files = list(kept([p for p in sorted(path.iterdir()) if p.is_file()]))
             if not files:
-                yield path, f"{path}: folder holds no PNG or TIFF images"
+                yield path, f"{path}: folder holds no images to count (PNG, TIFF or JPEG)"
             for p in files:
                 yield p, None
         else:
-            yield path, None
+            for p in kept([path], named=True):
+                yield p, None
 
 
 def find_pairs(folder):
