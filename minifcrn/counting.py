@@ -50,6 +50,7 @@ class CountResult:
     scale: float = 1.0           # the image was resized by this factor before the network saw it
     channel: object = "grey"     # the plane counted: "grey", "inverted" or a channel number
     channel_from: str = "given"  # "given", "weights" (as the network was trained) or "auto" (picked from the image)
+    pixels: np.ndarray | None = field(default=None, repr=False)  # the image as read (colour kept), for figures
 
 
 def parse_roi(roi, shape, source="image"):
@@ -240,7 +241,7 @@ def count(image, model="fcrn-a", channel=None, roi=None, threshold=DEFAULT_THRES
                   & (detections[:, 1] >= y0) & (detections[:, 1] < y1))
         detections = detections[inside]
     return CountResult(float(region.sum(dtype=np.float64)), density, detections, roi, source, net.arch, plane,
-                       float(size), size_from, float(s), channel, channel_from)
+                       float(size), size_from, float(s), channel, channel_from, pixels)
 
 
 # -- many images: one results table ------------------------------------------------------------
@@ -325,21 +326,22 @@ def writing_to(out):
 
 
 def _write_outputs(path, result, out, figure) -> dict:
-    """<name>_detections.csv and <name>_count.png (and <name>_figure.png) for one image."""
+    """<name>_detections.csv and <name>_count.png (and <name>_figure.png) for one image; both
+    pictures show the true centres too when an annotation file lies beside the image."""
+    from minifcrn.data.annotations import read_points
+    from minifcrn.data.samples import annotation_for
     from minifcrn.viz import render_count
 
     files = {"detections_csv": out / f"{path.stem}_detections.csv", "picture": out / f"{path.stem}_count.png"}
     with atomic_write(files["detections_csv"], "w") as f:
         f.write("x,y,score\n")
         np.savetxt(f, result.detections, fmt=["%d", "%d", "%.5f"], delimiter=",")
-    render_count(result, files["picture"])
+    annotation = annotation_for(path)
+    truth = read_points(annotation, result.plane.shape) if annotation is not None else None
+    render_count(result, files["picture"], truth=truth)
     if figure:
-        from minifcrn.data.annotations import read_points
-        from minifcrn.data.samples import annotation_for
         from minifcrn.figures import count_figure
 
-        annotation = annotation_for(path)
-        truth = read_points(annotation, result.plane.shape) if annotation is not None else None
         files["figure"] = out / f"{path.stem}_figure.png"
         count_figure(result, files["figure"], truth)
     return {k: str(v) for k, v in files.items()}

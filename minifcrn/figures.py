@@ -1,10 +1,13 @@
 """Figures with axes and colour bars, drawn with matplotlib (the optional ``viz`` extra).
 
-* ``count_figure``: the image, the estimated density, the ground-truth density
-  (when annotations are given) and the detections, side by side.  Densities use
-  cividis (made for colour-blind readers) on one shared scale, with colour bars
-  in cells per pixel and the counts in the titles; detections and true centres
-  are marked in the Okabe-Ito orange and sky blue, told apart by shape too.
+* ``count_figure``: the image as stored (its own colours), the estimated density,
+  the ground-truth density (when annotations are given) and the detections, side
+  by side, all over the region counted (the ROI, if one was given).  Densities use
+  cividis (made for colour-blind readers), each panel on its own scale with its
+  own colour bar in cells per pixel (an estimate far fainter than the truth still
+  shows its shape), the counts in the titles; detections and true centres are
+  marked in the Okabe-Ito orange and sky blue, told apart by shape too.  When the
+  count and the number of detections differ by half or more, a line says why they can.
 * ``training_curves``: the mean training loss and the validation MAE per epoch.
 
 Without matplotlib each raises ``MissingMatplotlib``, whose one-line message
@@ -59,46 +62,76 @@ def save_png(fig, path):
         f.write(buffer.getvalue())
 
 
+DISAGREE = 1.5  # count / detections beyond this (either way) gets the line that explains it
+
+
+def shown_image(result) -> tuple[np.ndarray, dict]:
+    """The image as the user knows it (``result.pixels``: colour kept, not inverted), ready for
+    imshow, with its imshow options; the counted plane when the pixels are not at hand."""
+    pixels = result.pixels if result.pixels is not None else result.plane
+    a = np.asarray(pixels)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3:
+        a = a[..., :3].astype(np.float32)
+        lo, hi = (0.0, 255.0) if np.asarray(pixels).dtype == np.uint8 else np.percentile(a, [0.5, 99.5])
+        return np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1), {}
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    return a, {"cmap": "gray", "vmin": lo, "vmax": hi}
+
+
 def count_figure(result, path, truth=None, panel_inches=3.2):
-    """Write ``path`` (PNG) for a ``CountResult``; ``truth``: the true centres (K, 2) as x, y, or None."""
+    """Write ``path`` (PNG) for a ``CountResult``; ``truth``: the true centres (K, 2) as x, y, or None.
+    Returns what the panels show: their titles, and the (low, high) of each density's colour scale."""
     from minifcrn.data.annotations import SCALE, density_map
 
     panels = 3 if truth is None else 4
     fig = new_figure(panel_inches * panels + 0.6, panel_inches + 0.5)
     axes = fig.subplots(1, panels)
-    plane = result.plane if result.plane is not None else result.density
-    lo, hi = np.percentile(plane, [0.5, 99.5])
-    axes[0].imshow(plane, cmap="gray", vmin=lo, vmax=hi)
-    axes[0].set_title(f"image ({plane.shape[1]}x{plane.shape[0]})")
-    densities = [("estimate", result.density, result.count)]
+    h, w = result.density.shape
+    x0, y0, x1, y1 = result.roi if result.roi is not None else (0, 0, w, h)
+    region = (slice(y0, y1), slice(x0, x1))
+    image, style = shown_image(result)
+    image = image[region]
+    axes[0].imshow(image, **style)
+    where = f" [ROI {x0},{y0},{x1},{y1}]" if result.roi is not None else ""
+    axes[0].set_title(f"image ({w}x{h}){where}", fontsize=9)
+    densities = [("estimate", result.density[region], f"{result.count:.1f}")]
     if truth is not None:
-        true_density = density_map(truth, result.density.shape) / SCALE
-        densities.append(("ground truth", true_density, len(truth)))
-    top = max(float(d.max()) for _, d, _ in densities) or 1.0
+        truth = np.asarray(truth, float).reshape(-1, 2)
+        true_density = density_map(truth, (h, w)) / SCALE
+        truth = truth[(truth[:, 0] >= x0 - 0.5) & (truth[:, 0] < x1 - 0.5)
+                      & (truth[:, 1] >= y0 - 0.5) & (truth[:, 1] < y1 - 0.5)]
+        densities.append(("ground truth", true_density[region], f"{len(truth)}"))
+    scales = []
     for ax, (name, density, total) in zip(axes[1:], densities):
-        shown = ax.imshow(density, cmap="cividis", vmin=min(0.0, float(density.min())), vmax=top)
-        ax.set_title(f"{name}: {total:.1f} cells" if name == "estimate" else f"{name}: {total} cells")
+        scales.append((min(0.0, float(density.min())), float(density.max()) or 1.0))
+        shown = ax.imshow(density, cmap="cividis", vmin=scales[-1][0], vmax=scales[-1][1])
+        ax.set_title(f"{name}: {total} cells", fontsize=9)
         fig.colorbar(shown, ax=ax, shrink=0.8, label="cells per pixel")
     ax = axes[-1]
-    ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi)
+    ax.imshow(image, **style)
     if truth is not None and len(truth):
-        ax.scatter(truth[:, 0], truth[:, 1], s=18, facecolors="none", edgecolors=SKY_BLUE, linewidths=1,
+        ax.scatter(truth[:, 0] - x0, truth[:, 1] - y0, s=18, facecolors="none", edgecolors=SKY_BLUE, linewidths=1,
                    label=f"true centres ({len(truth)})")
-    if len(result.detections):
-        ax.scatter(result.detections[:, 0], result.detections[:, 1], s=14, marker="+", c=ORANGE, linewidths=1,
-                   label=f"detections ({len(result.detections)})")
-    ax.set_title(f"{len(result.detections)} detections")
-    if truth is not None or len(result.detections):
+    found = result.detections
+    if len(found):
+        ax.scatter(found[:, 0] - x0, found[:, 1] - y0, s=14, marker="+", c=ORANGE, linewidths=1,
+                   label=f"detections ({len(found)})")
+    ax.set_title(f"{len(found)} detections", fontsize=9)
+    if truth is not None or len(found):
         ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    if result.roi is not None:
-        from matplotlib.patches import Rectangle
-        x0, y0, x1, y1 = result.roi
-        for ax in axes:
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=ORANGE, lw=1))
+    ratio = (result.count + 1) / (len(found) + 1)
+    if not 1 / DISAGREE <= ratio <= DISAGREE:
+        fig.suptitle(f"The count ({result.count:.1f}) is the density's integral; detections ({len(found)}) are its "
+                     "peaks. They differ when cells touch (one peak for several) or when the density is spread "
+                     "thin (peaks under --threshold).", fontsize=7, wrap=True)
     save_png(fig, path)
+    return {"titles": [ax.get_title() for ax in axes], "scales": scales,
+            "explained": fig.get_suptitle() != ""}
 
 
 def training_curves(history, path):

@@ -1,8 +1,9 @@
 """Pictures drawn with Pillow (no plotting library needed).
 
 ``render_count`` writes one PNG: the image with a red cross at every
-detection (and the ROI outlined), beside the estimated density map in the
-cividis colour map, which reads the same for colour-blind viewers.
+detection (and the ROI outlined, and the true centres circled when they are
+known), beside the estimated density map in the cividis colour map, which reads
+the same for colour-blind viewers.
 ``render_inversion`` writes the feature-inversion grid of ``minifcrn.invert``.
 The figures with axes and colour bars (``minifcrn.figures``) use matplotlib.
 """
@@ -32,8 +33,9 @@ def grey_to_rgb(plane: np.ndarray) -> np.ndarray:
     return np.repeat((t * 255).round().astype(np.uint8)[..., None], 3, axis=2)
 
 
-def render_count(result, path, title=None):
-    """Write ``path``: the image with detections beside the density map, with the count above."""
+def render_count(result, path, title=None, truth=None):
+    """Write ``path``: the image with detections (and ``truth``, the true centres as x, y,
+    circled) beside the density map, with the count (and the true count) above."""
     from PIL import Image, ImageDraw
 
     from minifcrn.io import atomic_write
@@ -45,15 +47,23 @@ def render_count(result, path, title=None):
     for x, y, _ in result.detections:
         draw.line([(x - arm, y), (x + arm, y)], fill=(255, 40, 40))
         draw.line([(x, y - arm), (x, y + arm)], fill=(255, 40, 40))
+    x0, y0, x1, y1 = result.roi if result.roi is not None else (0, 0, w, h)
     if result.roi is not None:
-        x0, y0, x1, y1 = result.roi
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 200, 0))
+    true_count = None
+    if truth is not None:
+        truth = np.asarray(truth, float).reshape(-1, 2)
+        for x, y in truth:
+            draw.ellipse([x - arm - 1, y - arm - 1, x + arm + 1, y + arm + 1], outline=(86, 180, 233))
+        true_count = int(((truth[:, 0] >= x0 - 0.5) & (truth[:, 0] < x1 - 0.5)
+                          & (truth[:, 1] >= y0 - 0.5) & (truth[:, 1] < y1 - 0.5)).sum())
     right = Image.fromarray(colormap(result.density))
     header = 24
     canvas = Image.new("RGB", (2 * w + 8, h + header), (255, 255, 255))
     canvas.paste(left, (0, header))
     canvas.paste(right, (w + 8, header))
-    text = title or (f"{result.count:.1f} cells, {len(result.detections)} detections ({result.model})")
+    truth_text = "" if true_count is None else f" (truth {true_count}, circled)"
+    text = title or f"{result.count:.1f} cells{truth_text}, {len(result.detections)} detections ({result.model})"
     ImageDraw.Draw(canvas).text((4, 6), text, fill=(0, 0, 0))
     ImageDraw.Draw(canvas).text((w + 12, 6), f"density (max {result.density.max():.3f} cells/px)",
                                 fill=(0, 0, 0))

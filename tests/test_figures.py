@@ -63,3 +63,43 @@ def test_without_matplotlib_the_commands_say_how_to_install_it_and_go_on(result,
     assert "minifcrn[viz]" in err and err.count("\n") == 1
     assert (tmp_path / "results.csv").is_file() and not (tmp_path / "sample_figure.png").exists()
     assert np.isfinite(result.count)
+
+
+def test_each_panel_has_its_own_scale_the_roi_its_own_truth_and_colour_stays(tmp_path):
+    from dataclasses import replace
+
+    from minifcrn.synth import SynthConfig, generate
+
+    made = generate(SynthConfig(), 1)
+    rgb = np.zeros(made.image.shape + (3,), np.uint8)
+    rgb[..., 1] = made.image  # a green image
+    result = count(rgb)
+    faint = replace(result, density=result.density * 0.05, count=result.count * 0.05)  # as an H&E estimate looks
+    shown = count_figure(faint, tmp_path / "f.png", made.points)
+    (_, est_top), (_, true_top) = shown["scales"]
+    assert est_top == pytest.approx(float(faint.density.max())) and est_top < 0.2 * true_top
+    assert shown["explained"]  # 5% of the count against as many detections: the line that says why
+    roi = count(rgb, roi=(0, 0, 128, 96))
+    inside = ((made.points[:, 0] < 127.5) & (made.points[:, 1] < 95.5)).sum()
+    titles = count_figure(roi, tmp_path / "roi.png", made.points)["titles"]
+    assert titles[2] == f"ground truth: {inside} cells" and "ROI 0,0,128,96" in titles[0]
+    from minifcrn.figures import shown_image
+
+    image, style = shown_image(result)
+    assert image.shape == rgb.shape and not style and image[..., 1].max() > 0.9 > image[..., 0].max() + 0.5
+
+
+def test_the_quick_start_picture_shows_the_sample_truth(tmp_path, capsys):
+    assert main(["count", "--sample", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    from minifcrn.viz import render_count
+
+    result = count(ASSETS / "sample.png")
+    truth = read_points(ASSETS / "sample.csv", result.density.shape)
+    plain, marked = tmp_path / "plain.png", tmp_path / "marked.png"
+    render_count(result, plain)
+    render_count(result, marked, truth=truth)
+    with Image.open(marked) as a, Image.open(tmp_path / "sample_count.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # the CLI draws the shipped truth
+    with Image.open(plain) as a, Image.open(marked) as b:
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
