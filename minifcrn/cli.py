@@ -336,6 +336,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+INVERSION_LEGEND = """\
+E start, E end: the objective at the first and last step, E = ||phi(x) - phi0||^2 / ||phi0||^2 + lambda mean(x^2),
+  phi0 the layer's features of the image, phi(x) those of the reconstruction x (started from noise)
+feature err: the first term of E at the end: how closely x's features match the image's (0: exactly)
+corr: correlation of x with the image: near 1, the layer keeps the picture; low, it keeps only what the count needs"""
+
+
 def cmd_invert(args) -> int:
     from minifcrn.inference import load_model
     from minifcrn.invert import as_plane, conv_layers, reconstruct_all
@@ -364,6 +371,7 @@ def cmd_invert(args) -> int:
     for r in rows:
         print(f"{r['layer']:8s} {r['objective_start']:9.3g} {r['objective_end']:9.3g} "
               f"{r['feature_error']:11.3g} {r['correlation']:6.3f}")
+    print(INVERSION_LEGEND)
     print(f"wrote {picture}")
     return 0
 

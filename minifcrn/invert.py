@@ -80,8 +80,9 @@ def _check_layer(model, layer):
 
 
 def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=0.9, seed=0,
-                channel="grey", roi=None, device="cpu") -> Reconstruction:
-    """Reconstruct ``image`` (path or array) from the features of ``layer``; see the module docstring."""
+                channel="grey", roi=None, device="cpu", on_step=None) -> Reconstruction:
+    """Reconstruct ``image`` (path or array) from the features of ``layer``; see the module docstring.
+    ``on_step()`` is called after every iteration (a progress bar's update)."""
     from minifcrn.inference import load_model
 
     model = load_model(model, device)
@@ -110,6 +111,8 @@ def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=
 
     with frozen(model):
         for _ in range(iterations):
+            if on_step is not None:
+                on_step()
             e, feature, grad = energy_and_gradient(x)
             if eta is None:  # the first step moves a pixel by ``lr`` (RMS), whatever the layer's scale
                 eta = lr = lr / max(float(np.sqrt(np.mean(grad * grad))), 1e-30)
@@ -128,7 +131,10 @@ def reconstruct(model, image, layer, iterations=300, lr=0.5, lam=1e-3, momentum=
 
 
 def reconstruct_all(model, image, layers=None, progress=False, **options) -> list[Reconstruction]:
-    """``reconstruct`` from each of ``layers`` (default: every convolution, the paper's Figure 11)."""
+    """``reconstruct`` from each of ``layers`` (default: every convolution, the paper's Figure 11).
+    With ``progress``, a bar per layer in a terminal, and a line per layer when it is done."""
+    import time
+
     from tqdm import tqdm
 
     from minifcrn.inference import load_model
@@ -137,5 +143,13 @@ def reconstruct_all(model, image, layers=None, progress=False, **options) -> lis
     layers = layers or conv_layers(model)
     for name in layers:
         _check_layer(model, name)
-    return [reconstruct(model, image, name, **options)
-            for name in tqdm(layers, desc="inverting", unit="layer", disable=not progress, leave=False)]
+    results = []
+    for k, name in enumerate(layers):
+        t0 = time.perf_counter()
+        with tqdm(total=options.get("iterations", 300), desc=f"{name} ({k + 1}/{len(layers)})", unit="step",
+                  disable=None if progress else True, leave=False) as bar:
+            results.append(reconstruct(model, image, name, on_step=bar.update, **options))
+        if progress:
+            tqdm.write(f"inverted {name} ({k + 1}/{len(layers)}): {len(results[-1].objective)} steps, "
+                       f"{time.perf_counter() - t0:.1f} s")
+    return results

@@ -89,6 +89,14 @@ def test_cli_lists_layers_and_writes_the_grid(tmp_path, capsys):
         assert png.size == (3 * (32 * 4 + 6) - 6, 32 * 4 + 30)  # input + 2 layers, each 32 px zoomed x4
 
 
+def test_cli_explains_its_table_and_reports_each_layer(tmp_path, capsys):
+    assert main(["invert", str(ASSETS / "sample.png"), "--roi", ",".join(map(str, CROP)), "--layers", "conv1",
+                 "conv2", "--iterations", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "inverted conv1 (1/2): " in out and "inverted conv2 (2/2): " in out
+    assert all(f"\n{term}" in out for term in ("E start, E end:", "feature err:", "corr:"))
+
+
 def test_cli_bad_crop_is_one_line(capsys):
     assert main(["invert", str(ASSETS / "sample.png"), "--roi", "0,0,999,10"]) == 2
     err = capsys.readouterr().err.strip()
