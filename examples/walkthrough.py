@@ -17,12 +17,13 @@ import minifcrn as mf
 from minifcrn import functional as F
 from minifcrn import optim
 from minifcrn.counting import count
+from minifcrn.data.annotations import density_map
 from minifcrn.data.samples import random_patch
 from minifcrn.evaluate import f1_scores, match_detections
 from minifcrn.invert import reconstruct
 from minifcrn.models import FCRN_A
 from minifcrn.synth import SynthConfig, SyntheticSamples, generate
-from minifcrn.viz import render_count, render_inversion
+from minifcrn.viz import colormap, render_count, render_inversion, render_panels
 
 
 def main():
@@ -42,7 +43,16 @@ def main():
     #    of sigma 2 at every centre, times 100, so the patch's integral / 100 is its count.
     samples = SyntheticSamples(200, SynthConfig(), seed=0)
     first = samples[0]
-    print(f"1. generated images: {first.image.shape[1]}x{first.image.shape[0]}, e.g. {first.count} nuclei")
+    target = density_map(first.points, first.image.shape)
+    render_panels([("a generated image", f"{first.count} nuclei", first.image),
+                   ("its density target", f"integral / 100 = {target.sum() / 100:.1f}", colormap(target))],
+                  out / "target.png", min_side=256)
+    pairs = [random_patch(first, patch, rng) for _ in range(3)]
+    render_panels([panel for k, (p, t) in enumerate(pairs) for panel in (
+        (f"patch {k + 1}", "rotated, flipped", p), (f"target {k + 1}", f"{t.sum() / 100:.1f} cells", colormap(t)))],
+        out / "patches.png", min_side=128)
+    print(f"1. generated images: {first.image.shape[1]}x{first.image.shape[0]}, e.g. {first.count} nuclei; "
+          f"the training target and patch/target pairs: {out / 'target.png'}, {out / 'patches.png'}")
 
     # 2. The network (minifcrn.models): FCRN-A, a plain list of named layers.
     net = FCRN_A(rng=0).to(args.device)
@@ -53,7 +63,7 @@ def main():
     #    forward, MSE loss, backward through every op's hand-written gradient, then SGD as the
     #    paper's eq. 3: delta = 0.9 delta + 0.1 lr (grad + 5e-4 w); w -= delta.
     opt = optim.SGD(net.parameters(), lr=0.3, momentum=0.9, weight_decay=5e-4)
-    t0 = time.perf_counter()
+    t0, losses = time.perf_counter(), []
     for step in range(1, steps + 1):
         pairs = [random_patch(samples[rng.integers(len(samples))], patch, rng) for _ in range(batch)]
         x = mf.tensor(np.stack([p for p, _ in pairs])[:, None], device=args.device)
@@ -62,10 +72,12 @@ def main():
         loss = F.mse_loss(net(x), y)
         loss.backward()              # the graph is released as it is used
         opt.step()
+        losses.append(loss.item())
         if step == int(0.8 * steps):
             opt.lr /= 10             # the learning rate cut of the paper
         if step % max(1, steps // 6) == 0 or step == steps:
             print(f"3. step {step:4d}/{steps}  loss {loss.item():.4f}  ({time.perf_counter() - t0:.0f} s)")
+    loss_curve(losses, int(0.8 * steps), out / "loss.png")
 
     # 4. Counting and detection (minifcrn.count) on images the network never saw: the count is the
     #    density's integral, the detections its local maxima; matched to the truth within 5 px.
@@ -79,7 +91,9 @@ def main():
     precision, recall, f1 = f1_scores(matched, found, true)
     print(f"4. counts on 3 new images: errors {', '.join(f'{e:+.1f}' for e in errors)} cells; "
           f"detection precision {precision:.2f}, recall {recall:.2f}, F1 {f1:.2f}")
-    render_count(result, out / "count.png")
+    render_count(result, out / "count.png", truth=made.points,
+                 title=f"{result.count:.1f} cells (truth {made.count}, circled), {len(result.detections)} "
+                       f"detections: the FCRN-A trained above, {steps} steps")
 
     # 5. Seeing inside (minifcrn.invert, paper section 5): start from noise and descend on the
     #    *input* until conv1's (then conv3's) features match those of a real crop.  The
@@ -91,6 +105,22 @@ def main():
               f"reconstruction correlates {r.correlation:.2f} with the input")
     render_inversion(crop.astype(np.float32), rebuilt, out / "inversion.png")
     print(f"pictures: {out / 'count.png'} (detections, density), {out / 'inversion.png'} (reconstructions)")
+
+
+def loss_curve(losses, cut, path):
+    """The training loss against the step (matplotlib, the viz extra; without it, a note)."""
+    from minifcrn.figures import matplotlib_or_note, new_figure, save_png
+
+    if not matplotlib_or_note():
+        return
+    fig = new_figure(5, 3)
+    ax = fig.subplots()
+    ax.plot(range(1, len(losses) + 1), losses, lw=1)
+    ax.axvline(cut, color="0.6", ls="--", label="lr / 10")
+    ax.set(xlabel="step", ylabel="MSE loss (batch)", yscale="log", title="training loss")
+    ax.legend(fontsize=8)
+    save_png(fig, path)
+    print(f"3. the loss curve: {path}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 detection (and the ROI outlined, and the true centres circled when they are
 known), beside the estimated density map in the cividis colour map, which reads
 the same for colour-blind viewers.
-``render_inversion`` writes the feature-inversion grid of ``minifcrn.invert``.
+``render_panels`` writes labelled images side by side; ``render_inversion`` uses it
+for the feature-inversion grid of ``minifcrn.invert``.
 The figures with axes and colour bars (``minifcrn.figures``) use matplotlib.
 """
 from __future__ import annotations
@@ -71,23 +72,23 @@ def render_count(result, path, title=None, truth=None):
         canvas.save(f, format="PNG")
 
 
-def render_inversion(plane, reconstructions, path, min_side=128):
-    """Write ``path``: the input and each layer's reconstruction side by side (the paper's
-    Figure 11), every panel stretched by its own percentiles, labelled with the layer,
-    the final feature error ||phi(x) - phi0||^2 / ||phi0||^2 and the correlation with the input."""
+def render_panels(panels, path, min_side=128):
+    """Write ``path``: ``panels`` side by side, each a (title, note, image) with image a plane
+    (stretched by its own percentiles) or uint8 RGB (H, W, 3), all of one size, zoomed by a
+    whole factor to at least ``min_side`` pixels.  Returns the picture's size."""
     from PIL import Image, ImageDraw
 
     from minifcrn.io import atomic_write
 
-    h, w = plane.shape
+    h, w = np.asarray(panels[0][2]).shape[:2]
     zoom = max(1, -(-min_side // min(h, w)))
-    panels = [("input", "", plane)] + [
-        (r.layer, f"err {r.feature_error:.2g}  r {r.correlation:.2f}", r.image) for r in reconstructions]
     label = 30
     canvas = Image.new("RGB", (len(panels) * (w * zoom + 6) - 6, h * zoom + label), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for k, (title, note, image) in enumerate(panels):
-        tile = Image.fromarray(grey_to_rgb(np.asarray(image))).resize((w * zoom, h * zoom), Image.NEAREST)
+        image = np.asarray(image)
+        rgb = image if image.ndim == 3 else grey_to_rgb(image)
+        tile = Image.fromarray(rgb).resize((w * zoom, h * zoom), Image.NEAREST)
         x = k * (w * zoom + 6)
         canvas.paste(tile, (x, label))
         draw.text((x + 2, 2), title, fill=(0, 0, 0))
@@ -95,3 +96,12 @@ def render_inversion(plane, reconstructions, path, min_side=128):
     with atomic_write(path) as f:
         canvas.save(f, format="PNG")
     return canvas.size
+
+
+def render_inversion(plane, reconstructions, path, min_side=128):
+    """Write ``path``: the input and each layer's reconstruction side by side (the paper's
+    Figure 11), every panel stretched by its own percentiles, labelled with the layer,
+    the final feature error ||phi(x) - phi0||^2 / ||phi0||^2 and the correlation with the input."""
+    panels = [("input", "", plane)] + [
+        (r.layer, f"err {r.feature_error:.2g}  r {r.correlation:.2f}", r.image) for r in reconstructions]
+    return render_panels(panels, path, min_side)
