@@ -1,7 +1,7 @@
 """The ``minifcrn`` command: parse arguments, call the Python API, print the result.
 
     minifcrn count IMAGE_OR_DIR... [--sample] [--out DIR [--resume] [--figure]] [--roi x0,y0,x1,y1] [--json]
-    minifcrn evaluate DIR [--match-radius 5] [--protocol vgg] [--json]
+    minifcrn evaluate DIR... [--match-radius 5] [--protocol vgg] [--json]
     minifcrn train (--data DIR | --synthetic N) --out DIR [--arch fcrn-a|fcrn-b] [--init M] [--epochs E] ...
     minifcrn invert IMAGE [--layers conv1 ...] [--roi x0,y0,x1,y1] [--out DIR]
     minifcrn synth --synthetic N --out DIR [--seed S] [--size WxH] [--cell-size D] ...
@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "has annotations beside it) and detections, with colour bars (needs minifcrn[viz])")
 
     e = command("evaluate", parents=[counting], help="count error and detection scores on annotated images")
-    e.add_argument("folder", metavar="DIR", help="images with NNNdots.png or name.csv annotations")
+    e.add_argument("folders", nargs="+", metavar="DIR",
+                   help="folders of images with NNNdots.png or name.csv annotations (scores pooled over all)")
     e.add_argument("--match-radius", type=float, default=5.0,
                    help="a detection matches a true centre at most this far away, pixels")
     e.add_argument("--protocol", choices=["vgg"], default=None,
@@ -295,15 +296,23 @@ def cmd_evaluate(args) -> int:
     from minifcrn.evaluate import evaluate_folder
 
     _check_cell_size(args)
-    report = evaluate_folder(args.folder, args.model, args.channel, args.match_radius, args.threshold, args.min_distance,
-                             args.device, args.protocol, args.tile_size, args.cell_size)
+    several = len(args.folders) > 1
+
+    def show(r):
+        if not args.json:
+            name = str(Path(r["folder"]) / r["image"]) if several else r["image"]
+            print(f"{name:<12} {r['true']:6d} {r['estimate']:9.1f} {r['estimate'] - r['true']:+8.1f} "
+                  f"{r['detections']:10d} {r['matched']:8d}  {r['cell_size']:7.1f} ({r['cell_size_from']})  "
+                  f"{r['channel']}", flush=True)
+
+    if not args.json:
+        print(f"{'image':<12} {'true':>6} {'estimate':>9} {'error':>8} {'detections':>10} {'matched':>8}  "
+              f"{'cell size px':<19}  channel")
+    report = evaluate_folder(args.folders, args.model, args.channel, args.match_radius, args.threshold,
+                             args.min_distance, args.device, args.protocol, args.tile_size, args.cell_size, show)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{'image':<12} {'true':>6} {'estimate':>9} {'error':>8} {'detections':>10} {'matched':>8}  cell size px")
-        for r in report["images"]:
-            print(f"{r['image']:<12} {r['true']:6d} {r['estimate']:9.1f} {r['estimate'] - r['true']:+8.1f} "
-                  f"{r['detections']:10d} {r['matched']:8d}  {r['cell_size']:.1f} ({r['cell_size_from']})")
         s = report["summary"]
         print(f"{s['images']} images: MAE {s['mae']:.3f}  mean relative error {100 * s['mean_relative_error']:.2f}%  "
               f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f} "

@@ -9,6 +9,8 @@ harmonic mean (pooled over all images).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
@@ -60,21 +62,24 @@ def protocol_images(folder, protocol):
 
 def evaluate_folder(folder, model="fcrn-a", channel=None, radius=5.0, threshold=DEFAULT_THRESHOLD,
                     min_distance=DEFAULT_MIN_DISTANCE, device="cpu", protocol=None, tile_size=None,
-                    cell_size="auto") -> dict:
-    """Per-image and pooled scores of ``model`` on every annotated image of ``folder``, or on
-    the test images of ``protocol`` ("vgg": images 101-200 of the VGG cells, as Table 1);
-    ``tile_size`` and ``cell_size`` as in ``minifcrn.count``; each image's row says the
-    nucleus size it was counted at."""
+                    cell_size="auto", on_row=None) -> dict:
+    """Per-image and pooled scores of ``model`` on every annotated image of ``folder`` (a folder
+    or a list of them, pooled), or on the test images of ``protocol`` ("vgg": images 101-200
+    of the VGG cells, as Table 1); ``channel``, ``tile_size`` and ``cell_size`` as in
+    ``minifcrn.count``; each image's row says the nucleus size and channel it was counted
+    at.  ``on_row(row)`` is called as each image is done."""
     if not is_positive(radius):
         raise InputError(f"evaluate: the match radius must be a positive number of pixels, got {radius!r}")
     check_detection_args(threshold, min_distance)
     cell_size = cell_size_option(cell_size, "evaluate")
-    names = protocol_images(folder, protocol)
+    folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    if not folders:
+        raise InputError("evaluate: give at least one folder of annotated images")
+    chosen = [(image, annotation) for f in folders for names in [protocol_images(f, protocol)]
+              for image, annotation in find_pairs(f) if names is None or image.stem in names]
     net = load_model(model, device)
     rows, totals = [], np.zeros(3)
-    for image, annotation in find_pairs(folder):
-        if names is not None and image.stem not in names:
-            continue
+    for image, annotation in chosen:
         r = count(image, net, channel, None, threshold, min_distance, device, tile_size, cell_size)
         truth = read_points(annotation, r.plane.shape)
         matched = match_detections(r.detections, truth, radius)
@@ -82,7 +87,9 @@ def evaluate_folder(folder, model="fcrn-a", channel=None, radius=5.0, threshold=
         rows.append({"image": image.stem, "true": len(truth), "estimate": round(r.count, 3),
                      "abs_error": abs(r.count - len(truth)), "detections": len(r.detections), "matched": matched,
                      "cell_size": round(r.cell_size, 2), "cell_size_from": r.cell_size_from,
-                     "channel": r.channel, "channel_from": r.channel_from})
+                     "channel": r.channel, "channel_from": r.channel_from, "folder": str(image.parent)})
+        if on_row is not None:
+            on_row(rows[-1])
     errors = np.array([r["abs_error"] for r in rows])
     truth = np.array([r["true"] for r in rows], float)
     precision, recall, f1 = f1_scores(*totals)

@@ -129,3 +129,34 @@ def test_training_warns_of_too_few_validation_images_and_logs_warnings(tmp_path,
         assert "warning" in next(csv.DictReader(f))
     meta = load_weights(tmp_path / "best.npz")[1]
     assert meta["channel"] == "grey" and meta["cell_size"] > 0 and meta["cell_size_estimate"] > 0
+
+
+def test_one_name_per_idea_on_the_command_line():
+    from minifcrn.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    flags = {name: {f for a in sub._actions for f in a.option_strings} for name, sub in commands.items()}
+    every = set().union(*flags.values())
+    assert not every & {"--radius", "--crop", "--n"}  # renamed: --match-radius, --cell-size, --roi, --synthetic
+    assert all("--cell-size" in flags[c] for c in ("count", "evaluate", "train", "synth"))
+    assert "--match-radius" in flags["evaluate"] and "--roi" in flags["count"] and "--roi" in flags["invert"]
+    assert "--synthetic" in flags["synth"] and "--synthetic" in flags["train"]
+    for name, sub in commands.items():  # every option with a default says it in --help
+        formatter = sub.formatter_class(name)
+        for action in sub._actions:
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS==") and action.help:
+                assert "default" in formatter._get_help_string(action), (name, action.dest)
+
+
+def test_evaluate_pools_several_folders_and_prints_each_image(tmp_path, capsys, fluorescence):
+    made = [generate(SynthConfig(), k) for k in (5, 6)]
+    for k, m in enumerate(made):
+        folder = tmp_path / f"set{k}"
+        folder.mkdir()
+        Image.fromarray(m.image).save(folder / "001cell.png")
+        np.savetxt(folder / "001cell.csv", m.points, delimiter=",", header="x,y", comments="")
+    assert main(["evaluate", str(tmp_path / "set0"), str(tmp_path / "set1")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["image", "true", "estimate"] and len(lines) == 4
+    assert lines[1].startswith(str(tmp_path / "set0" / "001cell")) and lines[3].startswith("2 images: MAE")
+    assert [int(line.split()[1]) for line in lines[1:3]] == [m.count for m in made]
