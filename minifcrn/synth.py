@@ -194,16 +194,14 @@ def write_dataset(out, n: int, config: SynthConfig = SynthConfig(), seed: int = 
     import io
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from minifcrn.io import atomic_write
+    from minifcrn.progress import bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if config.bit_depth == 8 else ".tif"
     paths = []
-    for index in tqdm(range(start, start + n), desc="generating", unit="image", disable=None if progress else True,
-                      leave=False):
+    for index in bar(range(start, start + n), desc="generating", unit="image", enabled=progress):
         image_path, csv_path = out / f"synth_{index:05d}{suffix}", out / f"synth_{index:05d}.csv"
         paths.append(image_path)
         if image_path.is_file() and csv_path.is_file():

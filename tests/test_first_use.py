@@ -160,3 +160,9 @@ def test_evaluate_pools_several_folders_and_prints_each_image(tmp_path, capsys, 
     assert lines[0].split()[:3] == ["image", "true", "estimate"] and len(lines) == 4
     assert lines[1].startswith(str(tmp_path / "set0" / "001cell")) and lines[3].startswith("2 images: MAE")
     assert [int(line.split()[1]) for line in lines[1:3]] == [m.count for m in made]
+
+
+def test_piped_progress_is_plain_lines(tmp_path, capsys):
+    assert main(["synth", "--synthetic", "20", "--out", str(tmp_path), "--size", "32", "--cells", "2", "4"]) == 0
+    err = capsys.readouterr().err  # pytest's capture is not a terminal
+    assert "\r" not in err and err.splitlines() == [f"generating: {k}/20 images" for k in range(2, 21, 2)]
