@@ -95,7 +95,8 @@ def count_figure(result, path, truth=None, panel_inches=3.2):
     image = image[region]
     axes[0].imshow(image, **style)
     where = f" [ROI {x0},{y0},{x1},{y1}]" if result.roi is not None else ""
-    axes[0].set_title(f"image ({w}x{h}){where}", fontsize=9)
+    size = f", nuclei {result.cell_size:.1f} px ({result.cell_size_from})" if result.cell_size else ""
+    axes[0].set_title(f"image ({w}x{h}){where}{size}", fontsize=9)
     densities = [("estimate", result.density[region], f"{result.count:.1f}")]
     if truth is not None:
         truth = np.asarray(truth, float).reshape(-1, 2)

@@ -59,12 +59,14 @@ def render_count(result, path, title=None, truth=None):
         true_count = int(((truth[:, 0] >= x0 - 0.5) & (truth[:, 0] < x1 - 0.5)
                           & (truth[:, 1] >= y0 - 0.5) & (truth[:, 1] < y1 - 0.5)).sum())
     right = Image.fromarray(colormap(result.density))
-    header = 24
+    header = 36
     canvas = Image.new("RGB", (2 * w + 8, h + header), (255, 255, 255))
     canvas.paste(left, (0, header))
     canvas.paste(right, (w + 8, header))
     truth_text = "" if true_count is None else f" (truth {true_count}, circled)"
     text = title or f"{result.count:.1f} cells{truth_text}, {len(result.detections)} detections ({result.model})"
+    if result.cell_size:
+        text += f"\nnuclei {result.cell_size:.1f} px ({result.cell_size_from}), channel {result.channel}"
     ImageDraw.Draw(canvas).text((4, 6), text, fill=(0, 0, 0))
     ImageDraw.Draw(canvas).text((w + 12, 6), f"density (max {result.density.max():.3f} cells/px)",
                                 fill=(0, 0, 0))

@@ -57,7 +57,7 @@ def test_count_cli_table_json_and_pictures(weights, images, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert [r["file"].endswith(f"00{k}cell.png") for k, r in enumerate(report["results"])] == [True, True]
     png = Image.open(out / "000cell_count.png")
-    assert png.format == "PNG" and png.size == (2 * 52 + 8, 40 + 24)
+    assert png.format == "PNG" and png.size == (2 * 52 + 8, 40 + 36)
     assert (out / "001cell_detections.csv").read_text().startswith("x,y,score")
 
 

@@ -83,6 +83,7 @@ def test_each_panel_has_its_own_scale_the_roi_its_own_truth_and_colour_stays(tmp
     inside = ((made.points[:, 0] < 127.5) & (made.points[:, 1] < 95.5)).sum()
     titles = count_figure(roi, tmp_path / "roi.png", made.points)["titles"]
     assert titles[2] == f"ground truth: {inside} cells" and "ROI 0,0,128,96" in titles[0]
+    assert f"nuclei {roi.cell_size:.1f} px (estimated)" in titles[0]  # the size it was counted at
     from minifcrn.figures import shown_image
 
     image, style = shown_image(result)
