@@ -71,7 +71,10 @@ def bright_background(plane: np.ndarray) -> bool:
     upper tail (99th percentile above the median) is shorter than ``DARK_OBJECTS`` times its
     lower tail (median above the 1st percentile); fluorescence nuclei make the upper tail
     the longer one."""
-    lo, mid, hi = np.percentile(_subsample(plane), [1, 50, 99])
+    sample = _subsample(plane)
+    if not np.isfinite(sample).all():
+        return False  # NaN or inf: to_plane refuses the image in one line
+    lo, mid, hi = np.percentile(sample, [1, 50, 99])
     return bool(hi - mid < DARK_OBJECTS * (mid - lo))
 
 
